@@ -1,0 +1,109 @@
+//! Crash-safe file system steps. Every write that must survive a crash goes through here:
+//! write to a temporary name, fsync the file, rename into place, fsync the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Creates `path` (which must not exist), writes `bytes` and fsyncs the file.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))?;
+    failpoint("durable.write")?;
+    f.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
+    sync_file(&f, path)
+}
+
+/// fsyncs an open file.
+pub(crate) fn sync_file(f: &File, path: &Path) -> Result<()> {
+    failpoint("durable.fsync")?;
+    f.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+/// fsyncs a directory, making entries created, renamed or removed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    failpoint("durable.fsync_dir")?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Creates `dir` and any missing ancestors, fsyncing each parent that gained an entry.
+pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("create directory", dir, e)),
+    }
+}
+
+/// Named failpoints for crash and fault tests (feature `failpoints`).
+///
+/// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),
+/// `enospc` (the same as ENOSPC) or `abort` (kill the process on the spot, as a crash would).
+/// Without the feature this compiles to nothing.
+#[cfg(feature = "failpoints")]
+pub(crate) fn failpoint(name: &str) -> Result<()> {
+    let Ok(spec) = std::env::var("CAIRN_FAILPOINTS") else {
+        return Ok(());
+    };
+    for item in spec.split(',') {
+        let Some((point, action)) = item.split_once('=') else {
+            continue;
+        };
+        if point != name {
+            continue;
+        }
+        return match action {
+            "abort" => std::process::abort(),
+            "enospc" => Err(Error::io(
+                "failpoint",
+                name,
+                std::io::Error::from_raw_os_error(28),
+            )),
+            _ => Err(Error::io(
+                "failpoint",
+                name,
+                std::io::Error::other("injected failure"),
+            )),
+        };
+    }
+    Ok(())
+}
+
+/// Named failpoints compile to nothing without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn failpoint(_name: &str) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        write_new(&p, b"a").unwrap();
+        assert!(write_new(&p, b"b").is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"a");
+    }
+}

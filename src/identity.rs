@@ -1,0 +1,411 @@
+//! Identity v1 (FORMAT.md §3): BLAKE3-256 over the canonical CBOR of
+//! `{"config", "module", "predicate", "v": 1}`, with the config reduced by the module's schema.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{Map, Value};
+use crate::error::{Error, Result};
+
+/// The identity algorithm version written into every identity document (`"v"`).
+pub const IDENTITY_VERSION: i128 = 1;
+
+/// Shortest prefix accepted wherever a user names a run.
+pub const MIN_PREFIX_LEN: usize = 8;
+
+/// A run's identity: 32 bytes of BLAKE3, shown as 64 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity([u8; 32]);
+
+impl Identity {
+    /// Wraps raw bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Identity(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64-character lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The identity of a canonical identity document.
+    pub fn of_document(document: &Value) -> Self {
+        Identity(*blake3::hash(&document.to_cbor()).as_bytes())
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({self})")
+    }
+}
+
+impl FromStr for Identity {
+    type Err = Error;
+
+    /// Parses exactly 64 lowercase hex characters.
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidReference {
+            given: s.to_owned(),
+            reason,
+        };
+        if s.len() != 64 {
+            return Err(invalid("an identity is 64 hex characters"));
+        }
+        if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid("an identity is lowercase hex"));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| invalid("not hex"))?;
+        Ok(Identity(out))
+    }
+}
+
+impl Serialize for Identity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Identity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A validated run reference: a full identity or a lowercase hex prefix of at least
+/// [`MIN_PREFIX_LEN`] characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefix(String);
+
+impl Prefix {
+    /// Validates a user-given reference.
+    pub fn parse(s: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidReference {
+            given: s.to_owned(),
+            reason,
+        };
+        if s.len() < MIN_PREFIX_LEN {
+            return Err(invalid("a prefix needs at least 8 hex characters"));
+        }
+        if s.len() > 64 {
+            return Err(invalid("an identity is 64 hex characters"));
+        }
+        if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid("an identity is lowercase hex"));
+        }
+        Ok(Prefix(s.to_owned()))
+    }
+
+    /// True when `id` starts with this prefix.
+    pub fn matches(&self, id: &Identity) -> bool {
+        id.to_hex().starts_with(&self.0)
+    }
+
+    /// The prefix text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A module's schema: defaults dropped from configs, and paths that never identify.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Schema {
+    defaults_json: serde_json::Map<String, serde_json::Value>,
+    defaults: Map,
+    non_identifying: Vec<String>,
+}
+
+/// JSON form of a [`Schema`] (`{"defaults": {..}, "non_identifying": [..]}`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemaJson {
+    #[serde(default)]
+    defaults: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    non_identifying: Vec<String>,
+}
+
+impl Schema {
+    /// The empty schema: no defaults, every field identifying.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A schema from defaults (any `Serialize` value that is a map, e.g. `T::default()`) and
+    /// dotted non-identifying paths.
+    pub fn new<D: Serialize + ?Sized>(defaults: &D, non_identifying: &[&str]) -> Result<Self> {
+        let json = serde_json::to_value(defaults).map_err(|e| Error::InvalidModel {
+            reason: format!("schema defaults: {e}"),
+        })?;
+        let serde_json::Value::Object(defaults_json) = json else {
+            return Err(Error::InvalidModel {
+                reason: "schema defaults must be a map".into(),
+            });
+        };
+        Self::from_parts(
+            defaults_json,
+            non_identifying.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    fn from_parts(
+        defaults_json: serde_json::Map<String, serde_json::Value>,
+        non_identifying: Vec<String>,
+    ) -> Result<Self> {
+        for p in &non_identifying {
+            if p.split('.').any(str::is_empty) {
+                return Err(Error::InvalidModel {
+                    reason: format!("non-identifying path {p:?} has an empty segment"),
+                });
+            }
+        }
+        let defaults = match Value::from_json_value(
+            &serde_json::Value::Object(defaults_json.clone()),
+            "schema.defaults",
+        )? {
+            Value::Map(m) => m,
+            _ => unreachable!("an object converts to a map"),
+        };
+        Ok(Schema {
+            defaults_json,
+            defaults,
+            non_identifying,
+        })
+    }
+
+    /// The canonical defaults.
+    pub fn defaults(&self) -> &Map {
+        &self.defaults
+    }
+
+    /// The non-identifying paths, dotted.
+    pub fn non_identifying(&self) -> &[String] {
+        &self.non_identifying
+    }
+
+    /// True when the schema changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.defaults.is_empty() && self.non_identifying.is_empty()
+    }
+
+    /// Reduces a canonical config (identity v1, rule 2). Non-map configs pass unchanged.
+    pub fn reduce(&self, config: Value) -> Value {
+        let Value::Map(mut m) = config else {
+            return config;
+        };
+        for path in &self.non_identifying {
+            remove_path(&mut m, path);
+        }
+        strip_defaults(&mut m, &self.defaults);
+        Value::Map(m)
+    }
+}
+
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SchemaJson {
+            defaults: self.defaults_json.clone(),
+            non_identifying: self.non_identifying.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let j = SchemaJson::deserialize(d)?;
+        Schema::from_parts(j.defaults, j.non_identifying).map_err(serde::de::Error::custom)
+    }
+}
+
+fn remove_path(m: &mut Map, path: &str) {
+    match path.split_once('.') {
+        None => {
+            m.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Map(inner)) = m.get_mut(head) {
+                remove_path(inner, rest);
+            }
+        }
+    }
+}
+
+fn strip_defaults(m: &mut Map, defaults: &Map) {
+    m.retain(|(k, v)| match (defaults.get(k), v) {
+        (None, _) => true,
+        (Some(d), v) if d == v => false,
+        (Some(Value::Map(d)), Value::Map(inner)) => {
+            strip_defaults(inner, d);
+            !inner.is_empty()
+        }
+        (Some(_), _) => true,
+    });
+}
+
+/// A `Serialize` empty map, for "no predicate" or "no config".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Empty;
+
+impl Serialize for Empty {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        s.serialize_map(Some(0))?.end()
+    }
+}
+
+/// The canonical identity document of a module, canonical config and canonical predicate.
+///
+/// Errors when the module is empty or the predicate is not a map.
+pub fn document(module: &str, config: Value, predicate: Value, schema: &Schema) -> Result<Value> {
+    if module.is_empty() {
+        return Err(Error::InvalidModel {
+            reason: "module must be a non-empty string".into(),
+        });
+    }
+    if !matches!(predicate, Value::Map(_)) {
+        return Err(Error::InvalidModel {
+            reason: "predicate must be a map".into(),
+        });
+    }
+    let mut doc = Map::new();
+    doc.insert("config".into(), schema.reduce(config));
+    doc.insert("module".into(), Value::Text(module.to_owned()));
+    doc.insert("predicate".into(), predicate);
+    doc.insert("v".into(), Value::Integer(IDENTITY_VERSION));
+    Ok(Value::Map(doc))
+}
+
+/// The identity of `module` with any `Serialize` config and predicate and no schema.
+///
+/// ```
+/// # #[derive(serde::Serialize)] struct Train { lr: f64, epochs: u32 }
+/// let id = cairn::identity("train", &Train { lr: 0.1, epochs: 3 }, &cairn::Empty)?;
+/// let same = cairn::identity_of_json(br#"{"module": "train", "config": {"epochs": 3.0, "lr": 0.1}}"#)?;
+/// assert_eq!(id, same);
+/// # Ok::<(), cairn::Error>(())
+/// ```
+pub fn identity<C, P>(module: &str, config: &C, predicate: &P) -> Result<Identity>
+where
+    C: Serialize + ?Sized,
+    P: Serialize + ?Sized,
+{
+    identity_with_schema(module, config, predicate, &Schema::empty())
+}
+
+/// The identity of `module` with any `Serialize` config and predicate, reduced by `schema`.
+pub fn identity_with_schema<C, P>(
+    module: &str,
+    config: &C,
+    predicate: &P,
+    schema: &Schema,
+) -> Result<Identity>
+where
+    C: Serialize + ?Sized,
+    P: Serialize + ?Sized,
+{
+    let config = Value::from_serialize(config, "config")?;
+    let predicate = Value::from_serialize(predicate, "predicate")?;
+    Ok(Identity::of_document(&document(
+        module, config, predicate, schema,
+    )?))
+}
+
+/// An identity request as JSON text, the input of `cairn id`:
+/// `{"module": .., "config": .., "predicate": .., "schema": {"defaults": .., "non_identifying": [..]}}`
+/// where config, predicate and schema are optional. Other keys are ignored (a `model.json` is a
+/// valid request).
+pub fn identity_of_json(text: &[u8]) -> Result<Identity> {
+    Ok(Identity::of_document(&document_of_json(text)?))
+}
+
+/// The canonical identity document of an identity request given as JSON text.
+pub fn document_of_json(text: &[u8]) -> Result<Value> {
+    let Value::Map(mut req) = Value::from_json_slice(text, "$")? else {
+        return Err(Error::InvalidModel {
+            reason: "the request must be a JSON object".into(),
+        });
+    };
+    let module = match req.remove("module") {
+        Some(Value::Text(m)) => m,
+        Some(_) => {
+            return Err(Error::InvalidModel {
+                reason: "module must be a string".into(),
+            });
+        }
+        None => {
+            return Err(Error::InvalidModel {
+                reason: "module is missing".into(),
+            });
+        }
+    };
+    let config = req.remove("config").unwrap_or(Value::Map(Map::new()));
+    let predicate = req.remove("predicate").unwrap_or(Value::Map(Map::new()));
+    let schema = match req.remove("schema") {
+        None => Schema::empty(),
+        Some(v) => serde_json::from_value(v.to_json()).map_err(|e| Error::InvalidModel {
+            reason: format!("schema: {e}"),
+        })?,
+    };
+    document(&module, config, predicate, &schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_hex_round_trips_and_rejects_uppercase() {
+        let id = identity("m", &Empty, &Empty).unwrap();
+        assert_eq!(id.to_hex().parse::<Identity>().unwrap(), id);
+        assert!(id.to_hex().to_uppercase().parse::<Identity>().is_err());
+        assert!(Prefix::parse("abc").is_err());
+        assert!(Prefix::parse(&id.to_hex()[..8]).unwrap().matches(&id));
+    }
+
+    #[test]
+    fn nested_defaults_are_stripped_and_emptied_maps_removed() {
+        let schema = Schema::new(
+            &serde_json::json!({"opt": {"lr": 0.1, "beta": 0.9}, "epochs": 5}),
+            &["log.dir"],
+        )
+        .unwrap();
+        let cfg = Value::from_json_slice(
+            br#"{"opt": {"lr": 0.1}, "epochs": 6, "log": {"dir": "/x", "level": 1}}"#,
+            "config",
+        )
+        .unwrap();
+        let reduced = schema.reduce(cfg);
+        assert_eq!(
+            reduced,
+            Value::from_json_slice(br#"{"epochs": 6, "log": {"level": 1}}"#, "c").unwrap()
+        );
+    }
+
+    #[test]
+    fn predicate_must_be_a_map_and_module_non_empty() {
+        assert!(matches!(
+            identity("m", &Empty, &[1, 2]),
+            Err(Error::InvalidModel { .. })
+        ));
+        assert!(matches!(
+            identity("", &Empty, &Empty),
+            Err(Error::InvalidModel { .. })
+        ));
+    }
+}

@@ -1,0 +1,172 @@
+//! Strict JSON input: one pass from JSON text to a CBOR data-model value.
+//!
+//! Unlike `serde_json::Value`, this keeps duplicate map keys (so canonicalization can refuse
+//! them), reads integer literals exactly (so `18446744073709551616` is an error, not a rounded
+//! float) and bounds nesting (serde_json's recursion limit of 128).
+
+use std::fmt;
+
+use ciborium::Value as C;
+use ciborium::value::Integer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::canonical::{INT_MAX, INT_MIN};
+use crate::error::{CanonicalErrorKind, Error, Result};
+
+/// Key under which serde_json's `arbitrary_precision` feature hands a number's literal to a
+/// visitor (serde_json's own `Value` relies on the same protocol). The test
+/// `number_literals_are_exact` fails if serde_json ever changes it.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// Parses JSON text into a CBOR data-model value; duplicates are kept for the caller to reject.
+pub fn parse(bytes: &[u8]) -> Result<C> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = de.deserialize_any(JsonVisitor).map_err(json_error)?;
+    de.end().map_err(json_error)?;
+    Ok(v)
+}
+
+fn json_error(e: serde_json::Error) -> Error {
+    Error::Json {
+        message: e.to_string(),
+    }
+}
+
+/// Converts an already-parsed JSON value (which cannot hold duplicate keys).
+pub fn to_cbor(v: &serde_json::Value, root: &str) -> Result<C> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => C::Null,
+        J::Bool(b) => C::Bool(*b),
+        J::Number(n) => number(n.as_str()).map_err(|kind| Error::Canonical {
+            path: root.to_owned(),
+            kind,
+        })?,
+        J::String(s) => C::Text(s.clone()),
+        J::Array(a) => C::Array(a.iter().map(|x| to_cbor(x, root)).collect::<Result<_>>()?),
+        J::Object(m) => C::Map(
+            m.iter()
+                .map(|(k, v)| Ok((C::Text(k.clone()), to_cbor(v, root)?)))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
+/// Reads a JSON number literal exactly: integer literals must fit −2^64 … 2^64−1; literals with a
+/// fraction or exponent are doubles (correctly rounded) and must not overflow.
+pub fn number(lit: &str) -> Result<C, CanonicalErrorKind> {
+    if lit.contains(['.', 'e', 'E']) {
+        let f: f64 = lit
+            .parse()
+            .map_err(|_| CanonicalErrorKind::FloatOverflow(lit.to_owned()))?;
+        if !f.is_finite() {
+            return Err(CanonicalErrorKind::FloatOverflow(lit.to_owned()));
+        }
+        Ok(C::Float(f))
+    } else {
+        match lit.parse::<i128>() {
+            Ok(i) if (INT_MIN..=INT_MAX).contains(&i) => Ok(C::Integer(
+                Integer::try_from(i).expect("in CBOR integer range"),
+            )),
+            _ => Err(CanonicalErrorKind::IntegerOutOfRange(lit.to_owned())),
+        }
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> de::Deserialize<'de> for Wrapped {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor).map(Wrapped)
+    }
+}
+
+struct Wrapped(C);
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = C;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<C, E> {
+        Ok(C::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<C, E> {
+        Ok(C::Integer(i.into()))
+    }
+    fn visit_u64<E>(self, i: u64) -> Result<C, E> {
+        Ok(C::Integer(i.into()))
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<C, E> {
+        Ok(C::Float(f))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<C, E> {
+        Ok(C::Text(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<C, E> {
+        Ok(C::Text(s))
+    }
+    fn visit_unit<E>(self) -> Result<C, E> {
+        Ok(C::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<C, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(Wrapped(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(C::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<C, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if pairs.is_empty() && key == NUMBER_TOKEN {
+                let lit: String = map.next_value()?;
+                return number(&lit).map_err(de::Error::custom);
+            }
+            let Wrapped(v) = map.next_value()?;
+            pairs.push((C::Text(key), v));
+        }
+        Ok(C::Map(pairs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_literals_are_exact() {
+        assert_eq!(
+            parse(b"18446744073709551615").unwrap(),
+            C::Integer(Integer::try_from(u64::MAX).unwrap())
+        );
+        assert_eq!(
+            parse(b"-18446744073709551616").unwrap(),
+            C::Integer(Integer::try_from(-(1i128 << 64)).unwrap())
+        );
+        assert!(parse(b"18446744073709551616").is_err());
+        assert!(parse(b"-18446744073709551617").is_err());
+        assert!(parse(b"1e400").is_err());
+        assert_eq!(parse(b"[1.5]").unwrap(), C::Array(vec![C::Float(1.5)]));
+    }
+
+    #[test]
+    fn duplicates_survive_parsing() {
+        let C::Map(pairs) = parse(br#"{"a":1,"a":2}"#).unwrap() else {
+            panic!("not a map")
+        };
+        assert_eq!(pairs.len(), 2);
+    }
+
+    #[test]
+    fn depth_and_trailing_garbage_are_errors() {
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(parse(deep.as_bytes()).is_err());
+        assert!(parse(b"{} x").is_err());
+        assert!(parse(b"NaN").is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! cairn gives every computational run a content-addressed identity and keeps track of where
+//! its bytes live.
+//!
+//! # API layout
+//! - [`identity()`], [`identity_with_schema`], [`identity_of_json`]: identity v1 of a module,
+//!   config and predicate ([`identity`](mod@identity) module; FORMAT.md §3).
+//! - [`canonical`]: canonical values and their deterministic CBOR encoding (FORMAT.md §2).
+//! - [`Model`], [`IdHeader`]: the run directory format v1, `model.json` and `id.json`
+//!   ([`run`] module; FORMAT.md §4).
+//! - [`Store`], [`Run`]: a root of run directories; [`Store::get_or_create`] materializes runs
+//!   crash-safely ([`store`] module).
+//! - [`walk`]: parallel discovery of run directories.
+//!
+//! # Example
+//! ```
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct Train { lr: f64, epochs: u32 }
+//!
+//! let root = tempfile::tempdir()?;
+//! let store = cairn::Store::open(root.path())?;
+//! let model = cairn::Model::new("train").with_config(&Train { lr: 0.1, epochs: 3 })?;
+//! let run = store.get_or_create(&model)?;
+//! std::fs::write(run.data_dir().join("metrics.csv"), "step,loss\n")?;
+//!
+//! // Identity is not location: the same model always has the same identity.
+//! assert_eq!(run.identity(), cairn::identity("train", &Train { lr: 0.1, epochs: 3 }, &cairn::Empty)?);
+//! assert_eq!(store.resolve(&run.identity().to_hex()[..8])?.unwrap().path(), run.path());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod canonical;
+mod durable;
+pub mod error;
+pub mod identity;
+pub mod json;
+pub mod run;
+pub mod store;
+pub mod walk;
+
+pub use error::{CanonicalErrorKind, Error, Result};
+pub use identity::{
+    Empty, Identity, Prefix, Schema, document_of_json, identity, identity_of_json,
+    identity_with_schema,
+};
+pub use run::{IdHeader, Model};
+pub use store::{Run, Store, StoreBuilder};

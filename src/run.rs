@@ -1,0 +1,393 @@
+//! Run directory format v1 (FORMAT.md §4): `model.json` and the immutable `id.json` header.
+//!
+//! Parsing is strict and bounded: size limits, nesting limits, duplicate keys refused, an exact
+//! `format` version. Unknown top-level fields survive a read and a write.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::{Map as JsonMap, Value as Json};
+
+use crate::canonical::Value;
+use crate::error::{Error, Result};
+use crate::identity::{self, Identity, Schema};
+
+/// The run directory format version written into `model.json` and `id.json`.
+pub const FORMAT_VERSION: u64 = 1;
+/// Name of the model file in a run directory.
+pub const MODEL_FILE: &str = "model.json";
+/// Name of the identity header in a run directory; its presence makes a directory a run.
+pub const ID_FILE: &str = "id.json";
+/// Largest `id.json` accepted (1 MiB).
+pub const ID_FILE_LIMIT: u64 = 1 << 20;
+/// Largest `model.json` accepted (64 MiB).
+pub const MODEL_FILE_LIMIT: u64 = 64 << 20;
+
+/// What a run is: module, config, predicate and context, as written to `model.json`.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// The module (the code that runs); non-empty.
+    pub module: String,
+    /// The config, complete and as given (defaults included).
+    pub config: Json,
+    /// The predicate: what the run is about beyond its config (e.g. a dataset split).
+    pub predicate: JsonMap<String, Json>,
+    /// Code versions that produced the run (may be empty); not identifying.
+    pub version: Vec<String>,
+    /// Module names this module inherits from; not identifying.
+    pub inherits: Vec<String>,
+    /// Free context (host, user notes, ...); not identifying.
+    pub context: JsonMap<String, Json>,
+    /// The schema in force when the run was materialized.
+    pub schema: Schema,
+    /// RFC 3339 UTC creation time; set when the run is materialized.
+    pub created_at: Option<String>,
+    /// Who created the run (`user@host`); set when the run is materialized.
+    pub created_by: Option<String>,
+    /// Unknown top-level fields, kept so that they survive a read and a write.
+    pub extra: JsonMap<String, Json>,
+}
+
+impl Model {
+    /// A model of `module` with an empty config and predicate.
+    pub fn new(module: impl Into<String>) -> Self {
+        Model {
+            module: module.into(),
+            config: Json::Object(JsonMap::new()),
+            predicate: JsonMap::new(),
+            version: Vec::new(),
+            inherits: Vec::new(),
+            context: JsonMap::new(),
+            schema: Schema::empty(),
+            created_at: None,
+            created_by: None,
+            extra: JsonMap::new(),
+        }
+    }
+
+    /// Sets the config from any `Serialize` value.
+    pub fn with_config<T: serde::Serialize + ?Sized>(mut self, config: &T) -> Result<Self> {
+        self.config = to_json(config, "config")?;
+        Ok(self)
+    }
+
+    /// Sets the predicate from any `Serialize` value that is a map.
+    pub fn with_predicate<T: serde::Serialize + ?Sized>(mut self, predicate: &T) -> Result<Self> {
+        match to_json(predicate, "predicate")? {
+            Json::Object(m) => self.predicate = m,
+            _ => {
+                return Err(Error::InvalidModel {
+                    reason: "predicate must be a map".into(),
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets the schema.
+    pub fn with_schema(mut self, schema: Schema) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// The canonical identity document (identity v1).
+    pub fn document(&self) -> Result<Value> {
+        identity::document(
+            &self.module,
+            Value::from_json_value(&self.config, "config")?,
+            Value::from_json_value(&Json::Object(self.predicate.clone()), "predicate")?,
+            &self.schema,
+        )
+    }
+
+    /// The run's identity under the model's own schema.
+    pub fn identity(&self) -> Result<Identity> {
+        Ok(Identity::of_document(&self.document()?))
+    }
+
+    /// `model.json` bytes: pretty JSON, keys sorted, newline-terminated.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut m = self.extra.clone();
+        m.insert("format".into(), Json::from(FORMAT_VERSION));
+        m.insert("module".into(), Json::String(self.module.clone()));
+        m.insert("config".into(), self.config.clone());
+        m.insert("predicate".into(), Json::Object(self.predicate.clone()));
+        m.insert("version".into(), Json::from(self.version.clone()));
+        m.insert("inherits".into(), Json::from(self.inherits.clone()));
+        m.insert("context".into(), Json::Object(self.context.clone()));
+        m.insert(
+            "schema".into(),
+            serde_json::to_value(&self.schema).expect("schema to JSON"),
+        );
+        if let Some(t) = &self.created_at {
+            m.insert("created_at".into(), Json::String(t.clone()));
+        }
+        if let Some(b) = &self.created_by {
+            m.insert("created_by".into(), Json::String(b.clone()));
+        }
+        pretty(&Json::Object(m))
+    }
+
+    /// Parses `model.json` bytes; errors name `path`.
+    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut m = parse_object(bytes, path)?;
+        check_format(&mut m, path)?;
+        let mut model = Model::new(take_string(&mut m, "module", path)?);
+        if model.module.is_empty() {
+            return Err(Error::format(path, "module must be a non-empty string"));
+        }
+        if let Some(c) = m.remove("config") {
+            model.config = c;
+        }
+        model.predicate = take_object(&mut m, "predicate", path)?;
+        model.version = take_strings(&mut m, "version", path)?;
+        model.inherits = take_strings(&mut m, "inherits", path)?;
+        model.context = take_object(&mut m, "context", path)?;
+        if let Some(s) = m.remove("schema") {
+            model.schema = serde_json::from_value(s)
+                .map_err(|e| Error::format(path, format!("schema: {e}")))?;
+        }
+        model.created_at = take_time(&mut m, path)?;
+        model.created_by = match m.remove("created_by") {
+            None => None,
+            Some(Json::String(s)) => Some(s),
+            Some(_) => return Err(Error::format(path, "created_by must be a string")),
+        };
+        model.extra = m;
+        Ok(model)
+    }
+
+    /// Reads and parses `<dir>/model.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MODEL_FILE);
+        Self::from_json_bytes(&read_bounded(&path, MODEL_FILE_LIMIT)?, &path)
+    }
+}
+
+/// The identity header `id.json`: written once when a run is materialized, never changed in
+/// place. The index copies identities from it without recomputing them.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdHeader {
+    /// The run's identity.
+    pub identity: Identity,
+    /// The module, as in `model.json`.
+    pub module: String,
+    /// The predicate, as in `model.json`.
+    pub predicate: JsonMap<String, Json>,
+    /// RFC 3339 UTC creation time.
+    pub created_at: String,
+    /// Unknown fields, kept.
+    pub extra: JsonMap<String, Json>,
+}
+
+impl IdHeader {
+    /// The header for a model (whose `created_at` must be set) with its identity.
+    pub fn for_model(model: &Model, identity: Identity) -> Self {
+        IdHeader {
+            identity,
+            module: model.module.clone(),
+            predicate: model.predicate.clone(),
+            created_at: model.created_at.clone().unwrap_or_default(),
+            extra: JsonMap::new(),
+        }
+    }
+
+    /// `id.json` bytes: pretty JSON, keys sorted, newline-terminated.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut m = self.extra.clone();
+        m.insert("format".into(), Json::from(FORMAT_VERSION));
+        m.insert("identity".into(), Json::String(self.identity.to_hex()));
+        m.insert("module".into(), Json::String(self.module.clone()));
+        m.insert("predicate".into(), Json::Object(self.predicate.clone()));
+        m.insert("created_at".into(), Json::String(self.created_at.clone()));
+        pretty(&Json::Object(m))
+    }
+
+    /// Parses `id.json` bytes; errors name `path`.
+    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut m = parse_object(bytes, path)?;
+        check_format(&mut m, path)?;
+        let identity = take_string(&mut m, "identity", path)?
+            .parse()
+            .map_err(|e: Error| Error::format(path, format!("identity: {e}")))?;
+        let module = take_string(&mut m, "module", path)?;
+        if module.is_empty() {
+            return Err(Error::format(path, "module must be a non-empty string"));
+        }
+        let predicate = take_object(&mut m, "predicate", path)?;
+        let created_at = take_time(&mut m, path)?
+            .ok_or_else(|| Error::format(path, "created_at is missing"))?;
+        Ok(IdHeader {
+            identity,
+            module,
+            predicate,
+            created_at,
+            extra: m,
+        })
+    }
+
+    /// Reads and parses `<dir>/id.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(ID_FILE);
+        Self::from_json_bytes(&read_bounded(&path, ID_FILE_LIMIT)?, &path)
+    }
+}
+
+/// The current time as RFC 3339 UTC with microseconds (`2026-11-22T08:12:22.123456Z`).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+/// Reads a whole file, refusing files over `limit` bytes (even ones that grow while read).
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if size > limit {
+        return Err(Error::TooLarge { path: path.into(), size, limit });
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::TooLarge { path: path.into(), size: buf.len() as u64, limit });
+    }
+    Ok(buf)
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T, root: &str) -> Result<Json> {
+    serde_json::to_value(v).map_err(|e| Error::Canonical {
+        path: root.to_owned(),
+        kind: crate::error::CanonicalErrorKind::Decode(e.to_string()),
+    })
+}
+
+fn pretty(v: &Json) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).expect("JSON value to text");
+    out.push(b'\n');
+    out
+}
+
+/// Strict parse: canonical-value rules over the whole file (duplicate keys, integer range,
+/// depth), then a JSON object.
+fn parse_object(bytes: &[u8], path: &Path) -> Result<JsonMap<String, Json>> {
+    Value::from_json_slice(bytes, "$").map_err(|e| e.in_file(path))?;
+    match serde_json::from_slice(bytes) {
+        Ok(Json::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::format(path, "expected a JSON object")),
+        Err(e) => Err(Error::format(path, format!("invalid JSON: {e}"))),
+    }
+}
+
+fn check_format(m: &mut JsonMap<String, Json>, path: &Path) -> Result<()> {
+    match m.remove("format") {
+        None => Err(Error::format(path, "format is missing")),
+        Some(Json::Number(n)) if n.as_str() == "1" => Ok(()),
+        Some(other) => Err(Error::UnsupportedVersion {
+            path: path.into(),
+            found: other.to_string(),
+            expected: FORMAT_VERSION,
+        }),
+    }
+}
+
+fn take_string(m: &mut JsonMap<String, Json>, key: &str, path: &Path) -> Result<String> {
+    match m.remove(key) {
+        Some(Json::String(s)) => Ok(s),
+        Some(_) => Err(Error::format(path, format!("{key} must be a string"))),
+        None => Err(Error::format(path, format!("{key} is missing"))),
+    }
+}
+
+fn take_object(
+    m: &mut JsonMap<String, Json>,
+    key: &str,
+    path: &Path,
+) -> Result<JsonMap<String, Json>> {
+    match m.remove(key) {
+        None => Ok(JsonMap::new()),
+        Some(Json::Object(o)) => Ok(o),
+        Some(_) => Err(Error::format(path, format!("{key} must be a map"))),
+    }
+}
+
+fn take_strings(m: &mut JsonMap<String, Json>, key: &str, path: &Path) -> Result<Vec<String>> {
+    match m.remove(key) {
+        None => Ok(Vec::new()),
+        Some(Json::Array(a)) => a
+            .into_iter()
+            .map(|v| match v {
+                Json::String(s) => Ok(s),
+                _ => Err(Error::format(path, format!("{key} must be a list of strings"))),
+            })
+            .collect(),
+        Some(_) => Err(Error::format(path, format!("{key} must be a list of strings"))),
+    }
+}
+
+fn take_time(m: &mut JsonMap<String, Json>, path: &Path) -> Result<Option<String>> {
+    match m.remove("created_at") {
+        None => Ok(None),
+        Some(Json::String(s)) => {
+            humantime::parse_rfc3339(&s).map_err(|e| {
+                Error::format(path, format!("created_at {s:?} is not RFC 3339 UTC: {e}"))
+            })?;
+            Ok(Some(s))
+        }
+        Some(_) => Err(Error::format(path, "created_at must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("run/id.json")
+    }
+
+    #[test]
+    fn id_header_round_trips_and_keeps_unknown_fields() {
+        let text = br#"{"format": 1, "identity": "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+            "module": "m", "predicate": {"split": "val"}, "created_at": "2026-11-22T08:00:00Z", "future": [1]}"#;
+        let h = IdHeader::from_json_bytes(text, p()).unwrap();
+        assert_eq!(h.extra.get("future"), Some(&serde_json::json!([1])));
+        let again = IdHeader::from_json_bytes(&h.to_json_bytes(), p()).unwrap();
+        assert_eq!(again, h);
+    }
+
+    #[test]
+    fn wrong_versions_and_bad_fields_name_the_file() {
+        let e = IdHeader::from_json_bytes(br#"{"format": 2}"#, p()).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedVersion { ref found, .. } if found == "2"));
+        assert!(e.to_string().starts_with("run/id.json: unsupported format version 2"));
+        let e = IdHeader::from_json_bytes(br#"{"format": 1, "format": 1}"#, p()).unwrap_err();
+        assert_eq!(e.to_string(), "run/id.json: $: duplicate map key \"format\"");
+        let e = IdHeader::from_json_bytes(br#"{"format": 1, "identity": "xyz"}"#, p()).unwrap_err();
+        assert!(e.to_string().contains("identity"), "{e}");
+        let e = Model::from_json_bytes(br#"{"format": 1, "module": ""}"#, p()).unwrap_err();
+        assert!(e.to_string().contains("non-empty"), "{e}");
+    }
+
+    #[test]
+    fn oversized_files_are_refused_before_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ID_FILE);
+        std::fs::write(&path, vec![b' '; (ID_FILE_LIMIT + 1) as usize]).unwrap();
+        assert!(matches!(IdHeader::read(dir.path()), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn model_round_trips_with_extra_fields() {
+        let text = br#"{"format": 1, "module": "train", "config": {"lr": 1e0}, "note": {"x": 1},
+            "created_at": "2026-11-22T08:00:00.5Z", "created_by": "me@host"}"#;
+        let m = Model::from_json_bytes(text, p()).unwrap();
+        assert_eq!(m.extra.get("note"), Some(&serde_json::json!({"x": 1})));
+        let again = Model::from_json_bytes(&m.to_json_bytes(), p()).unwrap();
+        assert_eq!(again, m);
+        assert!(String::from_utf8(m.to_json_bytes()).unwrap().contains("\"lr\": 1e+0"));
+    }
+}
