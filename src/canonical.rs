@@ -204,6 +204,15 @@ fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
             }
             Value::Array(out)
         }
+        // A serialized `serde_json::Number` under `arbitrary_precision` (e.g. a `serde_json::Value`
+        // inside a config struct): the number its literal spells.
+        C::Map(pairs) if is_json_number(&pairs) => {
+            let Some((_, C::Text(lit))) = pairs.into_iter().next() else {
+                unreachable!("checked by is_json_number")
+            };
+            let n = crate::json::number(&lit).map_err(PathError::new)?;
+            return from_cbor(n, depth);
+        }
         C::Map(pairs) => {
             if depth >= MAX_DEPTH {
                 return Err(PathError::new(CanonicalErrorKind::TooDeep));
@@ -221,13 +230,21 @@ fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
             }
             Value::Map(Map::from_entries(out).map_err(PathError::new)?)
         }
-        C::Tag(..) => return Err(PathError::new(CanonicalErrorKind::Unsupported("a CBOR tag"))),
+        C::Tag(..) => {
+            return Err(PathError::new(CanonicalErrorKind::Unsupported(
+                "a CBOR tag",
+            )));
+        }
         _ => {
             return Err(PathError::new(CanonicalErrorKind::Unsupported(
                 "a CBOR simple value other than null, true and false",
             )));
         }
     })
+}
+
+fn is_json_number(pairs: &[(ciborium::Value, ciborium::Value)]) -> bool {
+    matches!(pairs, [(ciborium::Value::Text(k), ciborium::Value::Text(_))] if k == crate::json::NUMBER_TOKEN)
 }
 
 impl Value {
@@ -318,7 +335,9 @@ impl Value {
             Value::Text(s) => J::String(s.clone()),
             Value::Bytes(b) => J::String(format!("h'{}'", hex::encode(b))),
             Value::Array(a) => J::Array(a.iter().map(Value::to_json).collect()),
-            Value::Map(m) => J::Object(m.iter().map(|(k, v)| (k.to_owned(), v.to_json())).collect()),
+            Value::Map(m) => {
+                J::Object(m.iter().map(|(k, v)| (k.to_owned(), v.to_json())).collect())
+            }
         }
     }
 }
@@ -469,9 +488,27 @@ mod tests {
     }
 
     #[test]
+    fn serde_json_values_inside_serialize_types_keep_their_numbers() {
+        #[derive(Serialize)]
+        struct Cfg {
+            extra: serde_json::Value,
+        }
+        let json = serde_json::json!({"lr": 0.1, "n": 18446744073709551615u64, "k": -3});
+        let direct = Value::from_serialize(&json, "c").unwrap();
+        assert_eq!(
+            direct,
+            Value::from_json_slice(br#"{"lr": 0.1, "n": 18446744073709551615, "k": -3}"#, "c")
+                .unwrap()
+        );
+        let nested = Value::from_serialize(&Cfg { extra: json }, "c").unwrap();
+        assert_eq!(nested.as_map().unwrap().get("extra"), Some(&direct));
+    }
+
+    #[test]
     fn errors_name_the_path() {
-        let err = Value::from_json_slice(br#"{"opt": {"layers": [1, {"a": 1, "a": 2}]}}"#, "config")
-            .unwrap_err();
+        let err =
+            Value::from_json_slice(br#"{"opt": {"layers": [1, {"a": 1, "a": 2}]}}"#, "config")
+                .unwrap_err();
         assert_eq!(
             err.to_string(),
             "config.opt.layers[1]: duplicate map key \"a\""

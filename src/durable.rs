@@ -15,7 +15,8 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .open(path)
         .map_err(|e| Error::io("create", path, e))?;
     failpoint("durable.write")?;
-    f.write_all(bytes).map_err(|e| Error::io("write", path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::io("write", path, e))?;
     sync_file(&f, path)
 }
 

@@ -48,3 +48,8 @@ pub use identity::{
 };
 pub use run::{IdHeader, Model};
 pub use store::{Run, Store, StoreBuilder};
+
+/// The README's examples compile and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

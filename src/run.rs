@@ -132,8 +132,20 @@ impl Model {
 
     /// Parses `model.json` bytes; errors name `path`.
     pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        Self::parse(bytes, path, true)
+    }
+
+    /// Parses a model request (the input of `cairn put`): `model.json` fields where `format` may
+    /// be absent (if present it must be 1); errors name `source`.
+    pub fn from_request_json(bytes: &[u8], source: &Path) -> Result<Self> {
+        Self::parse(bytes, source, false)
+    }
+
+    fn parse(bytes: &[u8], path: &Path, require_format: bool) -> Result<Self> {
         let mut m = parse_object(bytes, path)?;
-        check_format(&mut m, path)?;
+        if require_format || m.contains_key("format") {
+            check_format(&mut m, path)?;
+        }
         let mut model = Model::new(take_string(&mut m, "module", path)?);
         if model.module.is_empty() {
             return Err(Error::format(path, "module must be a non-empty string"));
@@ -218,8 +230,8 @@ impl IdHeader {
             return Err(Error::format(path, "module must be a non-empty string"));
         }
         let predicate = take_object(&mut m, "predicate", path)?;
-        let created_at = take_time(&mut m, path)?
-            .ok_or_else(|| Error::format(path, "created_at is missing"))?;
+        let created_at =
+            take_time(&mut m, path)?.ok_or_else(|| Error::format(path, "created_at is missing"))?;
         Ok(IdHeader {
             identity,
             module,
@@ -246,14 +258,22 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let f = File::open(path).map_err(|e| Error::io("read", path, e))?;
     let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     if size > limit {
-        return Err(Error::TooLarge { path: path.into(), size, limit });
+        return Err(Error::TooLarge {
+            path: path.into(),
+            size,
+            limit,
+        });
     }
     let mut buf = Vec::with_capacity(size as usize);
     f.take(limit + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::io("read", path, e))?;
     if buf.len() as u64 > limit {
-        return Err(Error::TooLarge { path: path.into(), size: buf.len() as u64, limit });
+        return Err(Error::TooLarge {
+            path: path.into(),
+            size: buf.len() as u64,
+            limit,
+        });
     }
     Ok(buf)
 }
@@ -321,10 +341,16 @@ fn take_strings(m: &mut JsonMap<String, Json>, key: &str, path: &Path) -> Result
             .into_iter()
             .map(|v| match v {
                 Json::String(s) => Ok(s),
-                _ => Err(Error::format(path, format!("{key} must be a list of strings"))),
+                _ => Err(Error::format(
+                    path,
+                    format!("{key} must be a list of strings"),
+                )),
             })
             .collect(),
-        Some(_) => Err(Error::format(path, format!("{key} must be a list of strings"))),
+        Some(_) => Err(Error::format(
+            path,
+            format!("{key} must be a list of strings"),
+        )),
     }
 }
 
@@ -363,9 +389,15 @@ mod tests {
     fn wrong_versions_and_bad_fields_name_the_file() {
         let e = IdHeader::from_json_bytes(br#"{"format": 2}"#, p()).unwrap_err();
         assert!(matches!(e, Error::UnsupportedVersion { ref found, .. } if found == "2"));
-        assert!(e.to_string().starts_with("run/id.json: unsupported format version 2"));
+        assert!(
+            e.to_string()
+                .starts_with("run/id.json: unsupported format version 2")
+        );
         let e = IdHeader::from_json_bytes(br#"{"format": 1, "format": 1}"#, p()).unwrap_err();
-        assert_eq!(e.to_string(), "run/id.json: $: duplicate map key \"format\"");
+        assert_eq!(
+            e.to_string(),
+            "run/id.json: $: duplicate map key \"format\""
+        );
         let e = IdHeader::from_json_bytes(br#"{"format": 1, "identity": "xyz"}"#, p()).unwrap_err();
         assert!(e.to_string().contains("identity"), "{e}");
         let e = Model::from_json_bytes(br#"{"format": 1, "module": ""}"#, p()).unwrap_err();
@@ -377,7 +409,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(ID_FILE);
         std::fs::write(&path, vec![b' '; (ID_FILE_LIMIT + 1) as usize]).unwrap();
-        assert!(matches!(IdHeader::read(dir.path()), Err(Error::TooLarge { .. })));
+        assert!(matches!(
+            IdHeader::read(dir.path()),
+            Err(Error::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -388,6 +423,10 @@ mod tests {
         assert_eq!(m.extra.get("note"), Some(&serde_json::json!({"x": 1})));
         let again = Model::from_json_bytes(&m.to_json_bytes(), p()).unwrap();
         assert_eq!(again, m);
-        assert!(String::from_utf8(m.to_json_bytes()).unwrap().contains("\"lr\": 1e+0"));
+        assert!(
+            String::from_utf8(m.to_json_bytes())
+                .unwrap()
+                .contains("\"lr\": 1e+0")
+        );
     }
 }

@@ -13,6 +13,9 @@ use crate::walk;
 pub const META_DIR: &str = ".cairn";
 /// Staging area for runs under construction, on the same file system as the root.
 const TMP_DIR: &str = "tmp";
+/// Staging directories older than this are leftovers of a crash (a live creation takes
+/// milliseconds) and are removed when a store is opened.
+const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Longest encoded module directory name accepted by the default placement.
 const MAX_MODULE_DIR: usize = 200;
 
@@ -34,7 +37,9 @@ impl StoreBuilder {
     pub fn open(self) -> Result<Store> {
         durable::create_dir_all(&self.root)?;
         let root = fs::canonicalize(&self.root).map_err(|e| Error::io("resolve", &self.root, e))?;
-        durable::create_dir_all(&root.join(META_DIR).join(TMP_DIR))?;
+        let staging = root.join(META_DIR).join(TMP_DIR);
+        durable::create_dir_all(&staging)?;
+        sweep_staging(&staging, STAGING_MAX_AGE);
         Ok(Store {
             root,
             created_by: self.created_by.unwrap_or_else(default_creator),
@@ -83,9 +88,7 @@ impl Store {
     /// be moved anywhere under the root.
     pub fn placement(module: &str, identity: &Identity) -> Result<PathBuf> {
         let hex = identity.to_hex();
-        Ok(PathBuf::from(module_dir(module)?)
-            .join(&hex[..2])
-            .join(hex))
+        Ok(PathBuf::from(module_dir(module)?).join(&hex[..2]).join(hex))
     }
 
     /// Returns the run of `model`, materializing it if it does not exist yet.
@@ -103,7 +106,9 @@ impl Store {
 
         let mut model = model.clone();
         model.created_at.get_or_insert_with(crate::run::now_rfc3339);
-        model.created_by.get_or_insert_with(|| self.created_by.clone());
+        model
+            .created_by
+            .get_or_insert_with(|| self.created_by.clone());
         let header = IdHeader::for_model(&model, identity);
 
         let staging = self.root.join(META_DIR).join(TMP_DIR).join(format!(
@@ -167,7 +172,10 @@ impl Store {
         if let Some(want) = expected.filter(|want| *want != header.identity) {
             return Err(Error::format(
                 path.join(ID_FILE),
-                format!("holds identity {} where {want} was expected", header.identity),
+                format!(
+                    "holds identity {} where {want} was expected",
+                    header.identity
+                ),
             ));
         }
         Ok(Some(Run {
@@ -286,6 +294,24 @@ fn module_dir(module: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Removes crash leftovers from the staging area; best effort, never fails the caller.
+fn sweep_staging(staging: &Path, max_age: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(staging) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if old {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Refuses locations that could leave the root.
 fn check_relative(location: &Path) -> Result<()> {
     use std::path::Component;
@@ -322,6 +348,22 @@ mod tests {
         assert_eq!(module_dir("a/b c").unwrap(), "a%2Fb%20c");
         assert_eq!(module_dir("é").unwrap(), "%C3%A9");
         assert!(module_dir(&"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn stale_staging_directories_are_swept_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join(META_DIR).join(TMP_DIR);
+        fs::create_dir_all(staging.join("stale/inner")).unwrap();
+        fs::create_dir_all(staging.join("fresh")).unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        fs::File::open(staging.join("stale"))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        Store::open(dir.path()).unwrap();
+        assert!(!staging.join("stale").exists());
+        assert!(staging.join("fresh").exists());
     }
 
     #[test]

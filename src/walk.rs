@@ -34,7 +34,10 @@ fn visit(dir: &Path, is_root: bool, out: &Mutex<Walk>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            out.lock().expect("walk lock").errors.push(Error::io("list", dir, e));
+            out.lock()
+                .expect("walk lock")
+                .errors
+                .push(Error::io("list", dir, e));
             return;
         }
     };
@@ -43,7 +46,10 @@ fn visit(dir: &Path, is_root: bool, out: &Mutex<Walk>) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.lock().expect("walk lock").errors.push(Error::io("list", dir, e));
+                out.lock()
+                    .expect("walk lock")
+                    .errors
+                    .push(Error::io("list", dir, e));
                 continue;
             }
         };
@@ -78,10 +84,21 @@ mod tests {
     fn runs_are_found_without_descending_and_without_following_links() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        for d in ["a/run1/nested", "b/c/run2", ".cairn/tmp/staged", "outside/run3"] {
+        for d in [
+            "a/run1/nested",
+            "b/c/run2",
+            ".cairn/tmp/staged",
+            "outside/run3",
+        ] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
-        for d in ["a/run1", "a/run1/nested", "b/c/run2", ".cairn/tmp/staged", "outside/run3"] {
+        for d in [
+            "a/run1",
+            "a/run1/nested",
+            "b/c/run2",
+            ".cairn/tmp/staged",
+            "outside/run3",
+        ] {
             std::fs::write(r.join(d).join(ID_FILE), "{}").unwrap();
         }
         std::os::unix::fs::symlink(r.join("outside"), r.join("b/link")).unwrap();

@@ -1,0 +1,116 @@
+//! Crash and fault tests for materialization, through named failpoints compiled in with the
+//! `failpoints` feature (`cargo test --all-features`). A child `cairn put` is aborted (as a crash
+//! would stop it) or fails at each step; invariants are checked; a retry must complete.
+#![cfg(feature = "failpoints")]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const MODEL: &str = r#"{"module": "train", "config": {"lr": 0.1}}"#;
+
+fn put(root: &Path, failpoints: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--root", root.to_str().unwrap(), "put", "-"])
+        .env("CAIRN_FAILPOINTS", failpoints)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(MODEL.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Every directory under a final name is a complete, valid run.
+fn assert_no_partial_runs(root: &Path) -> usize {
+    let walk = cairn::walk::find_runs(root);
+    assert!(walk.errors.is_empty(), "{:?}", walk.errors);
+    for dir in &walk.runs {
+        let header = cairn::IdHeader::read(dir).unwrap();
+        let model = cairn::Model::read(dir).unwrap();
+        assert_eq!(model.identity().unwrap(), header.identity);
+    }
+    // No directory outside .cairn lacks an id.json at the placement depth.
+    let placement = root.join("train");
+    if placement.exists() {
+        for shard in std::fs::read_dir(&placement).unwrap() {
+            for run in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+                assert!(run.unwrap().path().join("id.json").is_file());
+            }
+        }
+    }
+    walk.runs.len()
+}
+
+const STEPS: &[(&str, bool)] = &[
+    // (failpoint, whether the run is complete under its final name when the crash hits)
+    ("durable.write", false),
+    ("durable.fsync", false),
+    ("run.after_model", false),
+    ("durable.fsync_dir", false),
+    ("run.before_rename", false),
+    ("run.after_rename", true),
+];
+
+#[test]
+fn a_crash_at_any_step_leaves_no_partial_run_and_a_retry_completes() {
+    for &(point, complete) in STEPS {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        let out = put(&root, &format!("{point}=abort"));
+        assert!(
+            !out.status.success(),
+            "{point}: the child must have been stopped"
+        );
+        assert_eq!(
+            assert_no_partial_runs(&root),
+            usize::from(complete),
+            "{point}"
+        );
+
+        let retry = put(&root, "");
+        assert!(
+            retry.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&retry.stderr)
+        );
+        assert_eq!(assert_no_partial_runs(&root), 1, "{point}");
+    }
+}
+
+#[test]
+fn a_failing_write_or_fsync_is_reported_and_changes_nothing() {
+    for point in [
+        "durable.write",
+        "durable.fsync",
+        "durable.fsync_dir",
+        "run.before_rename",
+    ] {
+        for action in ["error", "enospc"] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            std::fs::create_dir(&root).unwrap();
+            // The store exists already, so the fault hits materialization itself.
+            cairn::Store::open(&root).unwrap();
+            let out = put(&root, &format!("{point}={action}"));
+            // I/O failures exit 3 with one line naming the operation.
+            assert_eq!(out.status.code(), Some(3), "{point}={action}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            if action == "enospc" {
+                assert!(err.contains("No space left on device"), "{err}");
+            }
+            assert_eq!(assert_no_partial_runs(&root), 0, "{point}={action}");
+            // The staging area was cleaned up.
+            let staged = std::fs::read_dir(root.join(".cairn/tmp")).unwrap().count();
+            assert_eq!(staged, 0, "{point}={action}");
+        }
+    }
+}
