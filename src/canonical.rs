@@ -12,8 +12,10 @@ use serde::Serialize;
 
 use crate::error::{CanonicalErrorKind, Error, Result};
 
-/// Deepest nesting of arrays and maps accepted anywhere (JSON, CBOR, serde values).
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting of arrays and maps, counted from the outermost container of an identity
+/// document, a JSON request or a `model.json`/`id.json` file (serde_json's own limit): a config or
+/// predicate, which sits one level inside such a document, nests at most `MAX_DEPTH - 1` levels.
+pub const MAX_DEPTH: usize = 127;
 
 /// Smallest integer identity v1 accepts: −2^64.
 pub const INT_MIN: i128 = -(1i128 << 64);
@@ -253,7 +255,8 @@ impl Value {
         from_cbor(v, 0).map_err(|e| e.into_error(root))
     }
 
-    /// Canonicalizes any `Serialize` value (structs become maps keyed by field name).
+    /// Canonicalizes any `Serialize` value (structs become maps keyed by field name) as a field
+    /// of an identity document (so it nests at most `MAX_DEPTH - 1` levels).
     pub fn from_serialize<T: Serialize + ?Sized>(v: &T, root: &str) -> Result<Value> {
         let raw = ciborium::Value::serialized(v).map_err(|e| Error::Canonical {
             path: root.to_owned(),
@@ -263,7 +266,7 @@ impl Value {
                 "a value that serde cannot express in CBOR"
             }),
         })?;
-        Self::from_cbor_value(raw, root)
+        from_cbor(raw, 1).map_err(|e| e.into_error(root))
     }
 
     /// Parses JSON text strictly (duplicate keys, exact integer literals; see [`crate::json`]).
@@ -271,9 +274,10 @@ impl Value {
         Self::from_cbor_value(crate::json::parse(bytes)?, root)
     }
 
-    /// Converts a parsed JSON value (numbers kept exact by `arbitrary_precision`).
+    /// Converts a parsed JSON value (numbers kept exact by `arbitrary_precision`) as a field of
+    /// an identity document, like [`Value::from_serialize`].
     pub fn from_json_value(v: &serde_json::Value, root: &str) -> Result<Value> {
-        Self::from_cbor_value(crate::json::to_cbor(v, root)?, root)
+        from_cbor(crate::json::to_cbor(v, root)?, 1).map_err(|e| e.into_error(root))
     }
 
     /// The map inside, if this is a map.

@@ -358,9 +358,16 @@ pub fn document_of_json(text: &[u8]) -> Result<Value> {
     let predicate = req.remove("predicate").unwrap_or(Value::Map(Map::new()));
     let schema = match req.remove("schema") {
         None => Schema::empty(),
-        Some(v) => serde_json::from_value(v.to_json()).map_err(|e| Error::InvalidModel {
-            reason: format!("schema: {e}"),
-        })?,
+        Some(v @ Value::Map(_)) => {
+            serde_json::from_value(v.to_json()).map_err(|e| Error::InvalidModel {
+                reason: format!("schema: {e}"),
+            })?
+        }
+        Some(_) => {
+            return Err(Error::InvalidModel {
+                reason: "schema must be a map".into(),
+            });
+        }
     };
     document(&module, config, predicate, &schema)
 }

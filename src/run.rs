@@ -158,6 +158,9 @@ impl Model {
         model.inherits = take_strings(&mut m, "inherits", path)?;
         model.context = take_object(&mut m, "context", path)?;
         if let Some(s) = m.remove("schema") {
+            if !s.is_object() {
+                return Err(Error::format(path, "schema must be a map"));
+            }
             model.schema = serde_json::from_value(s)
                 .map_err(|e| Error::format(path, format!("schema: {e}")))?;
         }

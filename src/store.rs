@@ -191,17 +191,21 @@ impl Store {
     /// returned as errors beside the rest.
     pub fn scan(&self) -> (Vec<Run>, Vec<Error>) {
         let walk = walk::find_runs(&self.root);
-        let mut errors = walk.errors;
-        let mut runs = Vec::with_capacity(walk.runs.len());
-        for dir in walk.runs {
-            let location = dir.strip_prefix(&self.root).expect("walk stays under root");
-            match self.load(location, None) {
-                Ok(Some(run)) => runs.push(run),
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
-        }
-        (runs, errors)
+        let runs = walk
+            .runs
+            .into_iter()
+            .filter_map(|found| {
+                let header = found.header?;
+                Some(Run {
+                    identity: header.identity,
+                    path: self.root.join(&found.location),
+                    location: PathBuf::from(found.location),
+                    header,
+                    created: false,
+                })
+            })
+            .collect();
+        (runs, walk.errors)
     }
 
     /// The run named by a full identity or a unique prefix of at least 8 hex characters.

@@ -1,115 +1,249 @@
 //! Parallel discovery of run directories under a root (rayon).
 //!
-//! A run directory is any directory holding `id.json`; the walk does not descend into runs, never
-//! follows symbolic links (so it cannot leave the root) and skips the root's `.cairn/`.
+//! A run directory is any directory holding a regular file `id.json`; the walk reads that header,
+//! does not descend further, never follows symbolic links (so it cannot leave the root) and skips
+//! the root's `.cairn/`. Given the directory states of a previous walk it skips unchanged
+//! directories (same mtime): it neither lists them nor re-reads their headers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::run::ID_FILE;
+use crate::run::{ID_FILE, IdHeader};
 use crate::store::META_DIR;
+
+/// A directory mtime this close to the walk's start may still change within the same clock tick,
+/// so it is never trusted by the next incremental walk.
+const RECENT: Duration = Duration::from_secs(2);
+
+/// What a walk learned about one directory, relative to the root (`/`-separated, UTF-8; the root
+/// itself is `""`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirState {
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+    /// For a run directory `None`; otherwise the names of its subdirectories.
+    pub subdirs: Option<Vec<String>>,
+    /// Whether the mtime was too recent to trust next time.
+    pub recent: bool,
+}
+
+/// A run found by a walk.
+#[derive(Debug)]
+pub struct FoundRun {
+    /// Location relative to the root.
+    pub location: String,
+    /// The header, or `None` when the directory was unchanged since the previous walk.
+    pub header: Option<IdHeader>,
+}
 
 /// What a walk found.
 #[derive(Debug, Default)]
 pub struct Walk {
-    /// Run directories, absolute, sorted.
-    pub runs: Vec<PathBuf>,
-    /// Directories that could not be listed; the rest of the walk completed.
+    /// Runs, sorted by location.
+    pub runs: Vec<FoundRun>,
+    /// Every directory visited or skipped as unchanged, by location.
+    pub dirs: HashMap<String, DirState>,
+    /// Directories or headers that could not be read; the rest of the walk completed.
     pub errors: Vec<Error>,
+    /// Directories listed (not skipped as unchanged).
+    pub listed: usize,
 }
 
-/// Finds every run directory under `root`.
+/// Finds every run directory under `root`, reading each header.
 pub fn find_runs(root: &Path) -> Walk {
+    walk(root, &HashMap::new(), |_| {})
+}
+
+/// Finds every run under `root`; `previous` holds the directory states of an earlier walk
+/// (empty for a full walk). `progress` is called once per run found.
+pub fn walk(
+    root: &Path,
+    previous: &HashMap<String, DirState>,
+    progress: impl Fn(usize) + Sync,
+) -> Walk {
+    let start = SystemTime::now();
     let out = Mutex::new(Walk::default());
-    visit(root, true, &out);
+    let ctx = Ctx {
+        previous,
+        out: &out,
+        progress: &progress,
+        recent_after: start.checked_sub(RECENT).unwrap_or(UNIX_EPOCH),
+    };
+    ctx.visit(root.to_path_buf(), String::new());
     let mut walk = out.into_inner().expect("walk lock");
-    walk.runs.sort();
+    walk.runs.sort_by(|a, b| a.location.cmp(&b.location));
     walk
 }
 
-fn visit(dir: &Path, is_root: bool, out: &Mutex<Walk>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            out.lock()
-                .expect("walk lock")
-                .errors
-                .push(Error::io("list", dir, e));
-            return;
-        }
-    };
-    let mut subdirs = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                out.lock()
-                    .expect("walk lock")
-                    .errors
-                    .push(Error::io("list", dir, e));
-                continue;
-            }
-        };
-        // DirEntry::file_type does not follow symlinks: a symlinked directory is not entered.
-        let Ok(ft) = entry.file_type() else { continue };
-        let name = entry.file_name();
-        if name == ID_FILE {
-            let mut out = out.lock().expect("walk lock");
-            if ft.is_file() {
-                out.runs.push(dir.to_path_buf());
-            } else {
-                // A linked id.json could point out of the root: refuse the directory.
-                out.errors.push(Error::UnsafePath {
-                    path: entry.path(),
-                    reason: "id.json is not a regular file".into(),
-                });
-            }
-            return;
-        }
-        if ft.is_dir() && !(is_root && name == META_DIR) {
-            subdirs.push(entry.path());
-        }
+struct Ctx<'a, P> {
+    previous: &'a HashMap<String, DirState>,
+    out: &'a Mutex<Walk>,
+    progress: &'a P,
+    recent_after: SystemTime,
+}
+
+fn join(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{rel}/{name}")
     }
-    subdirs.par_iter().for_each(|d| visit(d, false, out));
+}
+
+impl<P: Fn(usize) + Sync> Ctx<'_, P> {
+    fn error(&self, e: Error) {
+        self.out.lock().expect("walk lock").errors.push(e);
+    }
+
+    fn found(&self, location: String, header: Option<IdHeader>, state: DirState) {
+        let mut out = self.out.lock().expect("walk lock");
+        out.dirs.insert(location.clone(), state);
+        out.runs.push(FoundRun { location, header });
+        (self.progress)(out.runs.len());
+    }
+
+    fn visit(&self, dir: PathBuf, rel: String) {
+        let meta = match std::fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(e) => return self.error(Error::io("stat", &dir, e)),
+        };
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let mtime_ns = modified
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let recent = modified >= self.recent_after;
+
+        if let Some(prev) = self.previous.get(&rel)
+            && prev.mtime_ns == mtime_ns
+            && !prev.recent
+        {
+            let state = DirState { mtime_ns, subdirs: prev.subdirs.clone(), recent };
+            match &prev.subdirs {
+                None => self.found(rel, None, state),
+                Some(subdirs) => {
+                    self.out.lock().expect("walk lock").dirs.insert(rel.clone(), state);
+                    subdirs
+                        .par_iter()
+                        .for_each(|name| self.visit(dir.join(name), join(&rel, name)));
+                }
+            }
+            return;
+        }
+
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => return self.error(Error::io("list", &dir, e)),
+        };
+        self.out.lock().expect("walk lock").listed += 1;
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.error(Error::io("list", &dir, e));
+                    continue;
+                }
+            };
+            // DirEntry::file_type does not follow symlinks: a symlinked directory is not entered.
+            let Ok(ft) = entry.file_type() else { continue };
+            let name = entry.file_name();
+            if name == ID_FILE {
+                if !ft.is_file() {
+                    // A linked id.json could point out of the root: refuse the directory.
+                    return self.error(Error::UnsafePath {
+                        path: entry.path(),
+                        reason: "id.json is not a regular file".into(),
+                    });
+                }
+                let state = DirState { mtime_ns, subdirs: None, recent };
+                return match IdHeader::read(&dir) {
+                    Ok(h) => self.found(rel, Some(h), state),
+                    Err(e) => self.error(e),
+                };
+            }
+            if ft.is_dir() && !(rel.is_empty() && name == META_DIR) {
+                match name.into_string() {
+                    Ok(n) => subdirs.push(n),
+                    Err(_) => self.error(Error::UnsafePath {
+                        path: entry.path(),
+                        reason: "file name is not UTF-8; run locations must be".into(),
+                    }),
+                }
+            }
+        }
+        subdirs.sort();
+        subdirs
+            .par_iter()
+            .for_each(|name| self.visit(dir.join(name), join(&rel, name)));
+        self.out.lock().expect("walk lock").dirs.insert(
+            rel,
+            DirState { mtime_ns, subdirs: Some(subdirs), recent },
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn header(id: u8) -> String {
+        format!(
+            r#"{{"format": 1, "identity": "{}", "module": "m", "predicate": {{}}, "created_at": "2026-01-01T00:00:00Z"}}"#,
+            hex::encode([id; 32])
+        )
+    }
+
     #[test]
     fn runs_are_found_without_descending_and_without_following_links() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        for d in [
-            "a/run1/nested",
-            "b/c/run2",
-            ".cairn/tmp/staged",
-            "outside/run3",
-        ] {
+        for d in ["a/run1/nested", "b/c/run2", ".cairn/tmp/staged", "outside/run3", "evil"] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
-        for d in [
-            "a/run1",
-            "a/run1/nested",
-            "b/c/run2",
-            ".cairn/tmp/staged",
-            "outside/run3",
-        ] {
-            std::fs::write(r.join(d).join(ID_FILE), "{}").unwrap();
+        for (i, d) in ["a/run1", "a/run1/nested", "b/c/run2", ".cairn/tmp/staged", "outside/run3"]
+            .iter()
+            .enumerate()
+        {
+            std::fs::write(r.join(d).join(ID_FILE), header(i as u8)).unwrap();
         }
         std::os::unix::fs::symlink(r.join("outside"), r.join("b/link")).unwrap();
-        std::fs::create_dir_all(r.join("evil")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", r.join("evil").join(ID_FILE)).unwrap();
         let w = find_runs(r);
         assert_eq!(w.errors.len(), 1);
         assert!(matches!(w.errors[0], Error::UnsafePath { .. }));
-        assert_eq!(
-            w.runs,
-            vec![r.join("a/run1"), r.join("b/c/run2"), r.join("outside/run3")]
-        );
+        let locations: Vec<_> = w.runs.iter().map(|r| r.location.as_str()).collect();
+        assert_eq!(locations, ["a/run1", "b/c/run2", "outside/run3"]);
+        assert!(w.runs.iter().all(|r| r.header.is_some()));
+    }
+
+    #[test]
+    fn an_incremental_walk_skips_unchanged_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for (i, d) in ["a/run1", "b/run2"].iter().enumerate() {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+            std::fs::write(r.join(d).join(ID_FILE), header(i as u8)).unwrap();
+        }
+        let mut first = find_runs(r);
+        // Pretend the first walk happened long ago, so its mtimes are trusted.
+        first.dirs.values_mut().for_each(|s| s.recent = false);
+        let again = walk(r, &first.dirs, |_| {});
+        assert_eq!(again.listed, 0);
+        assert_eq!(again.runs.len(), 2);
+        assert!(again.runs.iter().all(|r| r.header.is_none()));
+
+        // A new run changes its parent's mtime: only that part is listed again.
+        std::fs::create_dir_all(r.join("b/run3")).unwrap();
+        std::fs::write(r.join("b/run3").join(ID_FILE), header(9)).unwrap();
+        let third = walk(r, &first.dirs, |_| {});
+        assert_eq!(third.runs.len(), 3);
+        let new = third.runs.iter().find(|x| x.location == "b/run3").unwrap();
+        assert!(new.header.is_some());
+        assert_eq!(third.listed, 2, "only b/ and the new run are listed");
     }
 }

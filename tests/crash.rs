@@ -31,9 +31,10 @@ fn put(root: &Path, failpoints: &str) -> Output {
 fn assert_no_partial_runs(root: &Path) -> usize {
     let walk = cairn::walk::find_runs(root);
     assert!(walk.errors.is_empty(), "{:?}", walk.errors);
-    for dir in &walk.runs {
-        let header = cairn::IdHeader::read(dir).unwrap();
-        let model = cairn::Model::read(dir).unwrap();
+    for run in &walk.runs {
+        let dir = root.join(&run.location);
+        let header = cairn::IdHeader::read(&dir).unwrap();
+        let model = cairn::Model::read(&dir).unwrap();
         assert_eq!(model.identity().unwrap(), header.identity);
     }
     // No directory outside .cairn lacks an id.json at the placement depth.

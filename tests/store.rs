@@ -17,7 +17,9 @@ fn model(i: u64) -> Model {
 
 /// Every run directory under `root` (excluding `.cairn`), by walking the directories.
 fn run_dirs(root: &Path) -> Vec<std::path::PathBuf> {
-    cairn::walk::find_runs(root).runs
+    let walk = cairn::walk::find_runs(root);
+    assert!(walk.errors.is_empty(), "{:?}", walk.errors);
+    walk.runs.iter().map(|r| root.join(&r.location)).collect()
 }
 
 #[test]

@@ -1,0 +1,810 @@
+//! Property tests of the canonical value model, identity v1 and the run directory format
+//! (FORMAT.md §2–§4).
+//!
+//! Values are generated directly as canonical [`Value`]s (so the expected result of every parse is
+//! known) and written out as JSON text by a small writer here that can shuffle map keys, spell
+//! numbers in different ways and escape text, which is exactly the freedom FORMAT.md says must not
+//! change an identity.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use cairn::canonical::{self, INT_MAX, INT_MIN, Map, Value};
+use cairn::identity::{Schema, document};
+use cairn::{Empty, IdHeader, Identity, Model};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use serde::Serialize;
+
+// ---------------------------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------------------------
+
+/// Map keys: plain ASCII, arbitrary Unicode (controls and astral characters included) and a few
+/// keys chosen to stress canonical order and normalization.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[a-z_]{0,4}",
+        2 => "(?s).{0,6}",
+        1 => "[a-z]{20,30}",
+        2 => prop::sample::select(vec![
+            "", "a", "b", "Z", "aa", "é", "e\u{301}", "日本語", "🦀", "\u{10FFFF}", "\u{7f}",
+            "a.b", "\"\\/\n\t\u{0}", "\u{2028}", "\u{feff}", "v", "config", "module",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+/// Text values, including long ones (1- and 2-byte CBOR length headers).
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => key(),
+        1 => "(?s).{0,40}",
+        1 => "[a-zA-Z0-9 ]{250,300}",
+    ]
+}
+
+/// Integers across the whole accepted range −2^64 … 2^64−1, with the edges over-represented.
+fn int() -> impl Strategy<Value = i128> {
+    prop_oneof![
+        2 => -30i128..30,
+        1 => any::<i64>().prop_map(i128::from),
+        1 => any::<u64>().prop_map(i128::from),
+        1 => INT_MIN..=INT_MAX,
+        1 => prop::sample::select(vec![
+            INT_MIN,
+            INT_MIN + 1,
+            -(1i128 << 63) - 1,
+            -(1i128 << 63),
+            -(1i128 << 53) - 1,
+            -24,
+            -25,
+            -1,
+            0,
+            23,
+            24,
+            255,
+            256,
+            65535,
+            65536,
+            1i128 << 53,
+            (1i128 << 53) + 1,
+            i64::MAX as i128,
+            i64::MAX as i128 + 1,
+            INT_MAX - 1,
+            INT_MAX,
+        ]),
+    ]
+}
+
+/// Finite doubles: any bit pattern, small binary fractions (half/single width), integral ones
+/// (which numeric reduction turns into integers) and the documented edge cases.
+fn finite_f64() -> impl Strategy<Value = f64> {
+    use prop::num::f64 as F;
+    prop_oneof![
+        3 => F::POSITIVE | F::NEGATIVE | F::NORMAL | F::SUBNORMAL | F::ZERO,
+        2 => (-40_000i32..40_000).prop_map(|i| f64::from(i) / 8.0),
+        1 => any::<f32>().prop_filter("finite", |f| f.is_finite()).prop_map(f64::from),
+        1 => any::<i64>().prop_map(|i| i as f64),
+        1 => any::<u64>().prop_map(|i| i as f64),
+        1 => prop::sample::select(vec![
+            0.1,
+            -0.0,
+            0.5,
+            100000.5,
+            5e-324,
+            1e300,
+            -1e300,
+            18446744073709551616.0,
+            -18446744073709551616.0,
+            -18446744073709555712.0,
+            9007199254740992.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+            65504.0,
+            65504.5,
+            6.103515625e-5,
+        ]),
+    ]
+}
+
+fn leaf(with_bytes: bool) -> BoxedStrategy<Value> {
+    let json = prop_oneof![
+        1 => Just(Value::Null),
+        1 => any::<bool>().prop_map(Value::Bool),
+        3 => int().prop_map(Value::Integer),
+        3 => finite_f64().prop_map(|f| canonical::reduce_float(f).expect("finite")),
+        3 => text().prop_map(Value::Text),
+    ];
+    if with_bytes {
+        prop_oneof![
+            5 => json,
+            1 => vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
+        ]
+        .boxed()
+    } else {
+        json.boxed()
+    }
+}
+
+/// A canonical map from generated entries (a repeated key keeps its first value).
+fn map_of(entries: Vec<(String, Value)>) -> Map {
+    let mut seen = BTreeSet::new();
+    let entries = entries
+        .into_iter()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    Map::from_entries(entries).expect("keys are unique")
+}
+
+/// Canonical values of bounded depth; without byte strings they are exactly the JSON data model.
+fn value(with_bytes: bool) -> BoxedStrategy<Value> {
+    leaf(with_bytes)
+        .prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..6).prop_map(Value::Array),
+                vec((key(), inner), 0..6).prop_map(|e| Value::Map(map_of(e))),
+            ]
+        })
+        .boxed()
+}
+
+fn json_value() -> BoxedStrategy<Value> {
+    value(false)
+}
+
+fn json_map() -> impl Strategy<Value = Map> {
+    vec((key(), json_value()), 0..5).prop_map(map_of)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A JSON writer with the freedoms FORMAT.md allows
+// ---------------------------------------------------------------------------------------------
+
+/// How to write a value as JSON text; driven by a seed so proptest can shrink and replay it.
+struct Writer {
+    state: u64,
+    /// Emit map entries in a pseudo-random order.
+    shuffle: bool,
+    /// Pick among equivalent number spellings and string escapings.
+    vary: bool,
+}
+
+impl Writer {
+    fn new(seed: u64, shuffle: bool, vary: bool) -> Self {
+        Writer {
+            state: seed | 1,
+            shuffle,
+            vary,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pick<'a>(&mut self, options: &'a [String]) -> &'a str {
+        if self.vary {
+            &options[(self.next() % options.len() as u64) as usize]
+        } else {
+            &options[0]
+        }
+    }
+
+    fn space(&mut self, out: &mut String) {
+        if self.vary {
+            out.push_str([" ", "", "\n  ", "\t", ""][(self.next() % 5) as usize]);
+        }
+    }
+
+    fn write(&mut self, v: &Value) -> String {
+        let mut out = String::new();
+        self.value(v, &mut out);
+        out
+    }
+
+    fn value(&mut self, v: &Value, out: &mut String) {
+        match v {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Integer(n) => {
+                let s = integer_spellings(*n);
+                out.push_str(self.pick(&s));
+            }
+            Value::Float(f) => {
+                let s = float_spellings(*f);
+                out.push_str(self.pick(&s));
+            }
+            Value::Text(t) => {
+                let s = [serde_json::to_string(t).unwrap(), escape_all(t)];
+                out.push_str(self.pick(&s));
+            }
+            Value::Bytes(_) => panic!("JSON has no byte strings"),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.space(out);
+                    self.value(item, out);
+                }
+                out.push(']');
+            }
+            Value::Map(m) => {
+                let mut entries: Vec<(&str, &Value)> = m.iter().collect();
+                if self.shuffle {
+                    // Fisher–Yates.
+                    for i in (1..entries.len()).rev() {
+                        let j = (self.next() % (i as u64 + 1)) as usize;
+                        entries.swap(i, j);
+                    }
+                }
+                out.push('{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.space(out);
+                    let s = [serde_json::to_string(k).unwrap(), escape_all(k)];
+                    out.push_str(self.pick(&s));
+                    out.push(':');
+                    self.space(out);
+                    self.value(v, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// Every character as a `\uXXXX` escape (surrogate pairs above the BMP).
+fn escape_all(s: &str) -> String {
+    let mut out = String::from("\"");
+    for unit in s.encode_utf16() {
+        let _ = write!(out, "\\u{unit:04x}");
+    }
+    out.push('"');
+    out
+}
+
+/// True when `n` survives a trip through f64 unchanged (so float spellings denote exactly `n`).
+fn exact_in_f64(n: i128) -> bool {
+    (n as f64) as i128 == n && (INT_MIN..=INT_MAX).contains(&n)
+}
+
+/// JSON spellings of the integer `n` (all denote the same canonical value). The first is the
+/// plain integer literal; float spellings are only offered when `n` is exact in a double.
+fn integer_spellings(n: i128) -> Vec<String> {
+    let mut s = vec![n.to_string()];
+    if !exact_in_f64(n) {
+        return s;
+    }
+    let sign = if n < 0 { "-" } else { "" };
+    let digits = n.unsigned_abs().to_string();
+    s.push(format!("{n}.0"));
+    s.push(format!("{n}e0"));
+    s.push(format!("{n}E+0"));
+    s.push(format!("{n}.000e-0"));
+    if n == 0 {
+        s.extend(["-0", "-0.0", "0e5", "0.0e-7", "-0E0"].map(String::from));
+    } else {
+        s.push(format!("{n}0e-1"));
+        s.push(format!("{sign}0.{digits}e{}", digits.len()));
+        s.push(format!("{sign}{digits}00E-2"));
+    }
+    s
+}
+
+/// JSON spellings of a non-integral (or out-of-range) finite double.
+fn float_spellings(f: f64) -> Vec<String> {
+    let debug = format!("{f:?}");
+    let mut s = vec![debug.clone(), format!("{f:e}"), format!("{f:E}")];
+    // A trailing zero in the mantissa changes nothing.
+    let padded = match debug.find(['e', 'E']) {
+        Some(i) if debug[..i].contains('.') => format!("{}0{}", &debug[..i], &debug[i..]),
+        Some(i) => format!("{}.0{}", &debug[..i], &debug[i..]),
+        None => format!("{debug}0"),
+    };
+    s.push(padded);
+    s
+}
+
+fn request(module: &str, config: &str, predicate: Option<&str>) -> String {
+    let module = serde_json::to_string(module).unwrap();
+    match predicate {
+        None => format!(r#"{{"config": {config}, "module": {module}}}"#),
+        Some(p) => format!(r#"{{"predicate": {p}, "module": {module}, "config": {config}}}"#),
+    }
+}
+
+fn identity_of_value(module: &str, config: &Value, predicate: &Map) -> Identity {
+    Identity::of_document(
+        &document(
+            module,
+            config.clone(),
+            Value::Map(predicate.clone()),
+            &Schema::empty(),
+        )
+        .unwrap(),
+    )
+}
+
+/// Re-encodes a canonical value as a ciborium value in a non-canonical but equivalent shape: map
+/// entries reversed and integral values exact in a double written as floats.
+fn scrambled(v: &Value, floats: bool) -> ciborium::Value {
+    use ciborium::Value as C;
+    match v {
+        Value::Null => C::Null,
+        Value::Bool(b) => C::Bool(*b),
+        Value::Integer(n) if floats && exact_in_f64(*n) => C::Float(*n as f64),
+        Value::Integer(n) => C::Integer((*n).try_into().unwrap()),
+        Value::Float(f) => C::Float(*f),
+        Value::Text(t) => C::Text(t.clone()),
+        Value::Bytes(b) => C::Bytes(b.clone()),
+        Value::Array(items) => C::Array(items.iter().map(|i| scrambled(i, floats)).collect()),
+        Value::Map(m) => {
+            let mut entries: Vec<_> = m
+                .iter()
+                .map(|(k, v)| (C::Text(k.to_owned()), scrambled(v, floats)))
+                .collect();
+            entries.reverse();
+            C::Map(entries)
+        }
+    }
+}
+
+/// True when the double `f` is exactly representable in IEEE 754 binary16: `f = m·2^k` with
+/// `|m| < 2^11`, `k ≥ −24` and `|f| ≤ 65504`.
+fn exact_in_half(f: f64) -> bool {
+    if f.abs() > 65504.0 {
+        return false;
+    }
+    let scaled = f * (1u64 << 24) as f64; // exact: a power-of-two scaling in range
+    if scaled.trunc() != scaled {
+        return false;
+    }
+    let mut m = scaled.abs() as u64;
+    while m != 0 && m % 2 == 0 {
+        m /= 2;
+    }
+    m < (1 << 11)
+}
+
+/// Checks FORMAT.md §2 independently of the encoder's own shortcuts: shortest integer arguments,
+/// floats never integral-in-range and in the shortest exact width, map keys in the bytewise order
+/// of their encodings (RFC 8949 §4.2.1) and unique.
+fn check_canonical_shape(v: &Value) -> Result<(), TestCaseError> {
+    let len = v.to_cbor().len();
+    match v {
+        Value::Integer(n) => {
+            prop_assert!((INT_MIN..=INT_MAX).contains(n));
+            let arg = if *n >= 0 { *n } else { -1 - *n } as u128;
+            let expected = match arg {
+                0..=23 => 1,
+                24..=0xff => 2,
+                0x100..=0xffff => 3,
+                0x1_0000..=0xffff_ffff => 5,
+                _ => 9,
+            };
+            prop_assert_eq!(len, expected, "integer {}", n);
+        }
+        Value::Float(f) => {
+            prop_assert!(f.is_finite());
+            prop_assert!(
+                f.trunc() != *f || f.abs() >= 18446744073709551616.0,
+                "integral float {} was not reduced",
+                f
+            );
+            let expected = if exact_in_half(*f) {
+                3
+            } else if f64::from(*f as f32) == *f {
+                5
+            } else {
+                9
+            };
+            prop_assert_eq!(len, expected, "float {:e}", f);
+        }
+        Value::Array(items) => items.iter().try_for_each(check_canonical_shape)?,
+        Value::Map(m) => {
+            let keys: Vec<Vec<u8>> = m
+                .iter()
+                .map(|(k, _)| Value::Text(k.to_owned()).to_cbor())
+                .collect();
+            for w in keys.windows(2) {
+                prop_assert!(w[0] < w[1], "keys out of order: {:02x?} {:02x?}", w[0], w[1]);
+            }
+            m.iter().try_for_each(|(_, v)| check_canonical_shape(v))?;
+        }
+        Value::Null | Value::Bool(_) | Value::Text(_) | Value::Bytes(_) => {}
+    }
+    Ok(())
+}
+
+fn cases(n: u32) -> Config {
+    Config {
+        cases: n,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §2: canonical values
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(cases(1024))]
+
+    /// Strict decoding of the canonical encoding gives the value back, and encodes to the same
+    /// bytes again.
+    #[test]
+    fn canonical_cbor_is_idempotent(v in value(true)) {
+        check_canonical_shape(&v)?;
+        let bytes = v.to_cbor();
+        let decoded = Value::from_canonical_cbor(&bytes, "$").unwrap();
+        prop_assert_eq!(&decoded, &v);
+        prop_assert_eq!(decoded.to_cbor(), bytes);
+    }
+
+    /// Any CBOR encoding of a value canonicalizes to that value, but strict decoding accepts only
+    /// the canonical bytes.
+    #[test]
+    fn only_the_canonical_encoding_is_accepted(v in value(true), floats in any::<bool>()) {
+        let canonical_bytes = v.to_cbor();
+        let raw = scrambled(&v, floats);
+        prop_assert_eq!(&Value::from_cbor_value(raw.clone(), "$").unwrap(), &v);
+        let mut other = Vec::new();
+        ciborium::into_writer(&raw, &mut other).unwrap();
+        match Value::from_canonical_cbor(&other, "$") {
+            Ok(d) => {
+                prop_assert_eq!(&other, &canonical_bytes);
+                prop_assert_eq!(d, v);
+            }
+            Err(_) => prop_assert_ne!(&other, &canonical_bytes),
+        }
+    }
+
+    /// JSON text → Value → to_json → text → Value is stable, and so is the text.
+    #[test]
+    fn json_round_trip_is_stable(v in json_value(), seed in any::<u64>(), vary in any::<bool>()) {
+        let text = Writer::new(seed, true, vary).write(&v);
+        let v1 = Value::from_json_slice(text.as_bytes(), "$").unwrap();
+        prop_assert_eq!(&v1, &v, "from {}", text);
+        let t2 = serde_json::to_string(&v1.to_json()).unwrap();
+        let v2 = Value::from_json_slice(t2.as_bytes(), "$").unwrap();
+        prop_assert_eq!(&v2, &v1, "from {}", t2);
+        let t3 = serde_json::to_string(&v2.to_json()).unwrap();
+        prop_assert_eq!(&t3, &t2);
+        let pretty = serde_json::to_string_pretty(&v2.to_json()).unwrap();
+        prop_assert_eq!(Value::from_json_slice(pretty.as_bytes(), "$").unwrap(), v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §3: identity v1
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(cases(768))]
+
+    /// Key order (at every level, request included) never changes the identity.
+    #[test]
+    fn key_order_never_changes_the_identity(
+        config in json_value(),
+        predicate in json_map(),
+        module in "\\PC{1,12}",
+        seeds in (any::<u64>(), any::<u64>()),
+    ) {
+        let expected = identity_of_value(&module, &config, &predicate);
+        let pred = Value::Map(predicate);
+        let mut ids = Vec::new();
+        for seed in [seeds.0, seeds.1] {
+            let mut w = Writer::new(seed, true, false);
+            let text = request(&module, &w.write(&config), Some(&w.write(&pred)));
+            let doc = cairn::document_of_json(text.as_bytes()).unwrap();
+            prop_assert!(hex::encode(doc.to_cbor()).starts_with("a461760166636f6e666967"));
+            ids.push(cairn::identity_of_json(text.as_bytes()).unwrap());
+        }
+        prop_assert_eq!(ids[0], expected);
+        prop_assert_eq!(ids[1], expected);
+    }
+
+    /// Number spellings, string escapes and whitespace never change the identity either.
+    #[test]
+    fn spelling_never_changes_the_identity(config in json_value(), seed in any::<u64>()) {
+        let plain = Writer::new(seed, false, false).write(&config);
+        let varied = Writer::new(seed, true, true).write(&config);
+        let a = cairn::identity_of_json(request("m", &plain, None).as_bytes()).unwrap();
+        let b = cairn::identity_of_json(request("m", &varied, None).as_bytes()).unwrap();
+        prop_assert_eq!(a, b, "{} vs {}", plain, varied);
+        prop_assert_eq!(a, identity_of_value("m", &config, &Map::new()));
+    }
+
+    /// An integral value spelled `3`, `3.0`, `3e0`, `30e-1`, `0.3e1`, ... has one identity, the
+    /// integer's; an integer-valued f64 field has the identity of the same i64/u64 field.
+    #[test]
+    fn int_and_float_spellings_of_one_value_agree(n in int()) {
+        let expected = identity_of_value(
+            "m",
+            &Value::Map(map_of(vec![("x".into(), Value::Integer(n))])),
+            &Map::new(),
+        );
+        for s in integer_spellings(n) {
+            let text = request("m", &format!(r#"{{"x": {s}}}"#), None);
+            prop_assert_eq!(cairn::identity_of_json(text.as_bytes()).unwrap(), expected, "{}", s);
+        }
+        #[derive(Serialize)]
+        struct F { x: f64 }
+        #[derive(Serialize)]
+        struct I { x: i64 }
+        #[derive(Serialize)]
+        struct U { x: u64 }
+        #[derive(Serialize)]
+        struct W { x: i128 }
+        prop_assert_eq!(cairn::identity("m", &W { x: n }, &Empty).unwrap(), expected);
+        if let Ok(i) = i64::try_from(n) {
+            prop_assert_eq!(cairn::identity("m", &I { x: i }, &Empty).unwrap(), expected);
+        }
+        if let Ok(u) = u64::try_from(n) {
+            prop_assert_eq!(cairn::identity("m", &U { x: u }, &Empty).unwrap(), expected);
+        }
+        if exact_in_f64(n) {
+            prop_assert_eq!(cairn::identity("m", &F { x: n as f64 }, &Empty).unwrap(), expected);
+        } else {
+            // The nearest double is a different number, so a different identity (or, at 2^64,
+            // out of range and kept as a float).
+            prop_assert_ne!(cairn::identity("m", &F { x: n as f64 }, &Empty).unwrap(), expected);
+        }
+    }
+}
+
+#[derive(Serialize, Debug, Clone)]
+struct Optimizer {
+    name: String,
+    lr: f64,
+    betas: Vec<f64>,
+    warmup: Option<u64>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+enum Schedule {
+    Constant,
+    Step(f64),
+    Cosine { min_lr: f64, cycles: u64 },
+}
+
+#[derive(Serialize, Debug, Clone)]
+struct Train {
+    epochs: u64,
+    seed: i64,
+    scale: f64,
+    verbose: bool,
+    name: String,
+    note: Option<String>,
+    optimizer: Optimizer,
+    fallback: Option<Optimizer>,
+    layers: Vec<i64>,
+    weights: Vec<f64>,
+    table: BTreeMap<String, i64>,
+    nested: BTreeMap<String, Optimizer>,
+    schedule: Schedule,
+    pair: (u64, String),
+    letter: char,
+    nothing: (),
+}
+
+fn optimizer() -> impl Strategy<Value = Optimizer> {
+    (
+        text(),
+        finite_f64(),
+        vec(finite_f64(), 0..3),
+        proptest::option::of(any::<u64>()),
+    )
+        .prop_map(|(name, lr, betas, warmup)| Optimizer {
+            name,
+            lr,
+            betas,
+            warmup,
+        })
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    prop_oneof![
+        Just(Schedule::Constant),
+        finite_f64().prop_map(Schedule::Step),
+        (finite_f64(), any::<u64>())
+            .prop_map(|(min_lr, cycles)| Schedule::Cosine { min_lr, cycles }),
+    ]
+}
+
+prop_compose! {
+    fn train()(
+        (epochs, seed, scale, verbose) in (any::<u64>(), any::<i64>(), finite_f64(), any::<bool>()),
+        (name, note) in (text(), proptest::option::of(text())),
+        (optimizer, fallback) in (optimizer(), proptest::option::of(optimizer())),
+        (layers, weights) in (vec(any::<i64>(), 0..4), vec(finite_f64(), 0..4)),
+        table in proptest::collection::btree_map(key(), any::<i64>(), 0..4),
+        nested in proptest::collection::btree_map(key(), optimizer(), 0..2),
+        schedule in schedule(),
+        pair in (any::<u64>(), text()),
+        letter in any::<char>(),
+    ) -> Train {
+        Train {
+            epochs, seed, scale, verbose, name, note, optimizer, fallback, layers, weights, table,
+            nested, schedule, pair, letter, nothing: (),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    /// A derived `Serialize` struct and its serde_json text have the same identity.
+    #[test]
+    fn serialize_and_its_json_text_agree(t in train(), p in proptest::collection::btree_map(key(), any::<i64>(), 0..3)) {
+        let direct = cairn::identity("m", &t, &p).unwrap();
+        let json = serde_json::to_string(&t).unwrap();
+        let pjson = serde_json::to_string(&p).unwrap();
+        let via_json = cairn::identity_of_json(request("m", &json, Some(&pjson)).as_bytes()).unwrap();
+        prop_assert_eq!(direct, via_json, "{}", json);
+        // And a model holding the struct as its config agrees too.
+        let model = Model::new("m").with_config(&t).unwrap().with_predicate(&p).unwrap();
+        prop_assert_eq!(model.identity().unwrap(), direct);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §4: run directory format
+// ---------------------------------------------------------------------------------------------
+
+fn json_object(m: &Map) -> serde_json::Map<String, serde_json::Value> {
+    match Value::Map(m.clone()).to_json() {
+        serde_json::Value::Object(o) => o,
+        _ => unreachable!(),
+    }
+}
+
+fn created_at() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "2026-11-22T08:00:00Z",
+        "2026-11-22T08:12:22.123456Z",
+        "1970-01-01T00:00:00Z",
+        "2099-12-31T23:59:59.5Z",
+    ])
+    .prop_map(String::from)
+}
+
+/// Unknown top-level fields: never one of the known names.
+fn extra_fields() -> impl Strategy<Value = Map> {
+    vec(("x_(?s).{0,5}", json_value()), 0..3).prop_map(map_of)
+}
+
+prop_compose! {
+    fn model()(
+        module in prop_oneof!["[a-z][a-z0-9_.]{0,10}", "\\PC{1,8}"],
+        config in json_value(),
+        predicate in json_map(),
+        version in vec(text(), 0..3),
+        inherits in vec("[a-z.]{1,8}", 0..3),
+        context in json_map(),
+        defaults in json_map(),
+        non_identifying in vec("[a-z]{1,3}(\\.[a-z]{1,3}){0,2}", 0..3),
+        created_at in proptest::option::of(created_at()),
+        created_by in proptest::option::of(text()),
+        extra in extra_fields(),
+    ) -> Model {
+        let non_identifying: Vec<&str> = non_identifying.iter().map(String::as_str).collect();
+        let schema = Schema::new(&json_object(&defaults), &non_identifying).unwrap();
+        let mut m = Model::new(module)
+            .with_config(&config.to_json())
+            .unwrap()
+            .with_predicate(&json_object(&predicate))
+            .unwrap()
+            .with_schema(schema);
+        m.version = version;
+        m.inherits = inherits;
+        m.context = json_object(&context);
+        m.created_at = created_at;
+        m.created_by = created_by;
+        m.extra = json_object(&extra);
+        m
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    /// model.json and id.json written by cairn read back to equal values, rewrite to the same
+    /// bytes, and keep the identity (model.json is also a valid `cairn id` request).
+    #[test]
+    fn model_and_id_header_round_trip(
+        model in model(),
+        at in created_at(),
+        header_extra in extra_fields(),
+    ) {
+        let path = Path::new("run/model.json");
+        let bytes = model.to_json_bytes();
+        prop_assert_eq!(bytes.last(), Some(&b'\n'));
+        let read = Model::from_json_bytes(&bytes, path).unwrap();
+        prop_assert_eq!(&read, &model);
+        prop_assert_eq!(read.to_json_bytes(), bytes.clone());
+        let id = model.identity().unwrap();
+        prop_assert_eq!(read.identity().unwrap(), id);
+        prop_assert_eq!(cairn::identity_of_json(&bytes).unwrap(), id);
+
+        let mut materialized = model;
+        materialized.created_at = Some(at);
+        let mut header = IdHeader::for_model(&materialized, id);
+        header.extra = json_object(&header_extra);
+        let path = Path::new("run/id.json");
+        let hbytes = header.to_json_bytes();
+        let hread = IdHeader::from_json_bytes(&hbytes, path).unwrap();
+        prop_assert_eq!(&hread, &header);
+        prop_assert_eq!(hread.to_json_bytes(), hbytes);
+        prop_assert_eq!(hread.identity, id);
+        prop_assert_eq!(&hread.created_at, materialized.created_at.as_ref().unwrap());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known inconsistencies (ignored until fixed in src/; run with `--ignored`)
+// ---------------------------------------------------------------------------------------------
+
+/// FORMAT.md §2: the data model is JSON's, so a one-entry JSON object is a map. With serde_json's
+/// `arbitrary_precision`, an object whose only key is serde_json's private number token is read
+/// as a number instead, so `{"$serde_json::private::Number": "5"}` and `5` share an identity and a
+/// map with that key does not survive `to_json` → text → `from_json_slice`.
+#[test]
+#[ignore = "known bug: serde_json's private number token key is read as a number"]
+fn object_with_serde_number_token_key_is_a_map() {
+    let text = br#"{"$serde_json::private::Number": "5"}"#;
+    let v = Value::from_json_slice(text, "$").unwrap();
+    assert!(matches!(v, Value::Map(_)), "read as {v:?}");
+    let a =
+        cairn::identity_of_json(br#"{"module":"m","config":{"$serde_json::private::Number":"5"}}"#);
+    let b = cairn::identity_of_json(br#"{"module":"m","config":5}"#);
+    assert_ne!(a.unwrap(), b.unwrap());
+}
+
+/// FORMAT.md §2.5 allows 128 levels of nesting, and CBOR and serde input accept 128, but JSON
+/// input stops at 127 (serde_json's recursion limit counts the 128th level as too deep).
+#[test]
+#[ignore = "known bug: JSON input accepts 127 levels, FORMAT.md §2.5 and CBOR input 128"]
+fn json_accepts_the_documented_128_levels() {
+    let n = canonical::MAX_DEPTH;
+    let mut cbor = vec![0x81u8; n - 1];
+    cbor.push(0x80);
+    let v = Value::from_canonical_cbor(&cbor, "$").expect("128 levels of CBOR");
+    let text = serde_json::to_string(&v.to_json()).unwrap();
+    assert_eq!(Value::from_json_slice(text.as_bytes(), "$").unwrap(), v);
+}
+
+/// The same limit, checked where both inputs agree: 127 levels pass everywhere and 129 fail
+/// everywhere.
+#[test]
+fn nesting_limits() {
+    for (n, ok) in [(127usize, true), (129, false)] {
+        let json = "[".repeat(n) + &"]".repeat(n);
+        assert_eq!(
+            Value::from_json_slice(json.as_bytes(), "$").is_ok(),
+            ok,
+            "JSON depth {n}"
+        );
+        let mut cbor = vec![0x81u8; n - 1];
+        cbor.push(0x80);
+        assert_eq!(
+            Value::from_canonical_cbor(&cbor, "$").is_ok(),
+            ok,
+            "CBOR depth {n}"
+        );
+    }
+}
