@@ -80,7 +80,7 @@ fn bench_store(c: &mut Criterion) {
             },
             |m| {
                 let run = store.get_or_create(&m).unwrap();
-                debug_assert!(run.was_created());
+                assert!(run.was_created());
                 run
             },
             BatchSize::SmallInput,
@@ -126,7 +126,7 @@ fn bench_store(c: &mut Criterion) {
     g.bench_function("get_or_create", |b| {
         b.iter(|| {
             let run = store.get_or_create(black_box(&existing)).unwrap();
-            debug_assert!(!run.was_created());
+            assert!(!run.was_created());
             run
         })
     });

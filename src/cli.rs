@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use cairn::index::{Availability, RunRecord};
+use cairn::query::{Condition, Filter, Query};
 use cairn::{Error, Model, Store};
 
 #[derive(Parser)]
@@ -24,6 +26,15 @@ struct Cli {
     /// Machine-readable output: one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
+    /// Longest wait, in seconds, for the index while another process writes it.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_INDEX_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 10.0
+    )]
+    index_timeout: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +62,67 @@ enum Command {
         /// Identity or prefix.
         run: String,
     },
+    /// Rebuild the index from the run directories.
+    Reindex {
+        /// Visit only directories changed since the last reindex.
+        #[arg(long)]
+        incremental: bool,
+    },
+    /// List runs (optionally of one module or state).
+    Ls {
+        /// Only runs of this module.
+        #[arg(long)]
+        module: Option<String>,
+        /// Only runs in this state (local, remote, evicted).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Find runs by config and predicate values. PATH is config.<dotted path>,
+    /// predicate.<dotted path>, module, created_at, location or state; VALUE is JSON (bare words
+    /// are text).
+    Find(Box<FindArgs>),
+    /// Counts per module and state, and the index size.
+    Stats,
+}
+
+#[derive(clap::Args)]
+struct FindArgs {
+    /// Only runs of this module.
+    #[arg(long)]
+    module: Option<String>,
+    /// Only runs in this state (local, remote, evicted).
+    #[arg(long)]
+    state: Option<String>,
+    /// PATH=VALUE: equal.
+    #[arg(long, value_name = "PATH=VALUE")]
+    eq: Vec<String>,
+    /// PATH=VALUE: less than.
+    #[arg(long, value_name = "PATH=VALUE")]
+    lt: Vec<String>,
+    /// PATH=VALUE: less than or equal.
+    #[arg(long, value_name = "PATH=VALUE")]
+    le: Vec<String>,
+    /// PATH=VALUE: greater than.
+    #[arg(long, value_name = "PATH=VALUE")]
+    gt: Vec<String>,
+    /// PATH=VALUE: greater than or equal.
+    #[arg(long, value_name = "PATH=VALUE")]
+    ge: Vec<String>,
+    /// PATH=[V1,V2,..]: equal to one of the values (a JSON array).
+    #[arg(long = "in", value_name = "PATH=[VALUES]")]
+    one_of: Vec<String>,
+    /// PATH: the field is present.
+    #[arg(long, value_name = "PATH")]
+    exists: Vec<String>,
+    /// Sort by this field.
+    #[arg(long, value_name = "PATH")]
+    sort: Option<String>,
+    /// Sort descending.
+    #[arg(long, requires = "sort")]
+    desc: bool,
+    /// At most this many runs.
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 /// A failure and the exit code it maps to.
@@ -97,6 +169,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Id { file, explain } => cmd_id(cli, file, *explain),
         Command::Put { file } => cmd_put(cli, file),
         Command::Show { run } => cmd_show(cli, run),
+        Command::Reindex { incremental } => cmd_reindex(cli, *incremental),
+        Command::Ls { module, state } => {
+            let mut q = Query::new();
+            q.module = module.clone();
+            q.state = parse_state(state.as_deref())?;
+            print_records(cli, &open_store(cli)?.find(&q)?)
+        }
+        Command::Find(args) => cmd_find(cli, args),
+        Command::Stats => cmd_stats(cli),
     }
 }
 
@@ -105,7 +186,14 @@ fn open_store(cli: &Cli) -> Result<Store, Failure> {
         .root
         .as_ref()
         .ok_or_else(|| input_error("no store root: pass --root DIR or set CAIRN_ROOT"))?;
-    Ok(Store::open(root)?)
+    if !(cli.index_timeout.is_finite() && cli.index_timeout >= 0.0) {
+        return Err(input_error(
+            "--index-timeout must be a non-negative number of seconds",
+        ));
+    }
+    Ok(Store::builder(root)
+        .index_timeout(std::time::Duration::from_secs_f64(cli.index_timeout))
+        .open()?)
 }
 
 fn read_input(file: &Path) -> Result<Vec<u8>, Failure> {
@@ -261,4 +349,157 @@ fn cmd_show(cli: &Cli, reference: &str) -> Result<(), Failure> {
         out(format!("version     {}", model.version.join(" ")))?;
     }
     Ok(())
+}
+
+fn parse_state(state: Option<&str>) -> Result<Option<Availability>, Failure> {
+    state
+        .map(|s| {
+            Availability::parse(s)
+                .ok_or_else(|| input_error(format!("unknown state {s:?} (local, remote, evicted)")))
+        })
+        .transpose()
+}
+
+/// A filter value: JSON, or a bare word taken as text.
+fn parse_value(text: &str) -> Result<cairn::canonical::Value, Failure> {
+    use cairn::canonical::Value;
+    match Value::from_json_slice(text.as_bytes(), "value") {
+        Ok(v) => Ok(v),
+        Err(Error::Json { .. }) => Ok(Value::Text(text.to_owned())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn split_filter(arg: &str) -> Result<(&str, &str), Failure> {
+    arg.split_once('=')
+        .ok_or_else(|| input_error(format!("filter {arg:?} must be PATH=VALUE")))
+}
+
+fn cmd_find(cli: &Cli, args: &FindArgs) -> Result<(), Failure> {
+    let mut q = Query::new();
+    q.module = args.module.clone();
+    q.state = parse_state(args.state.as_deref())?;
+    type MakeCondition = fn(cairn::canonical::Value) -> Condition;
+    let ops: [(&Vec<String>, MakeCondition); 5] = [
+        (&args.eq, Condition::Eq),
+        (&args.lt, Condition::Lt),
+        (&args.le, Condition::Le),
+        (&args.gt, Condition::Gt),
+        (&args.ge, Condition::Ge),
+    ];
+    for (list, make) in ops {
+        for arg in list {
+            let (path, value) = split_filter(arg)?;
+            q.filters
+                .push(Filter::new(path, make(parse_value(value)?))?);
+        }
+    }
+    for arg in &args.one_of {
+        let (path, value) = split_filter(arg)?;
+        let cairn::canonical::Value::Array(values) = parse_value(value)? else {
+            return Err(input_error(format!(
+                "--in {arg:?}: the values must be a JSON array"
+            )));
+        };
+        q.filters.push(Filter::new(path, Condition::In(values))?);
+    }
+    for path in &args.exists {
+        q.filters
+            .push(Filter::new(path.as_str(), Condition::Exists)?);
+    }
+    if let Some(path) = &args.sort {
+        Filter::new(path.as_str(), Condition::Exists)?;
+        q.sort = Some((path.clone(), args.desc));
+    }
+    q.limit = args.limit;
+    print_records(cli, &open_store(cli)?.find(&q)?)
+}
+
+fn print_records(cli: &Cli, records: &[RunRecord]) -> Result<(), Failure> {
+    for r in records {
+        if cli.json {
+            out(json!({
+                "identity": r.identity.to_hex(),
+                "module": r.module,
+                "state": r.state.as_str(),
+                "location": r.location,
+                "created_at": r.created_at,
+                "config": r.config.to_json(),
+                "predicate": r.predicate.to_json(),
+            }))?;
+        } else {
+            out(format!(
+                "{}  {}  {}  {}",
+                r.identity, r.module, r.state, r.location
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_reindex(cli: &Cli, incremental: bool) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    // Drawn on a terminal only; hidden when stderr is redirected.
+    let bar = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} runs found ({per_sec})")
+            .expect("valid template"),
+    );
+    let report = store.reindex(incremental, &|n| {
+        if n % 1024 == 0 {
+            bar.set_position(n as u64);
+        }
+    })?;
+    bar.finish_and_clear();
+    for e in &report.errors {
+        eprintln!(
+            "cairn: warning: skipped: {}",
+            e.to_string().replace('\n', " ")
+        );
+    }
+    for d in &report.duplicates {
+        eprintln!(
+            "cairn: warning: duplicate identity {}: indexed {}, also at {}",
+            d.identity, d.kept, d.other
+        );
+    }
+    if cli.json {
+        out(json!({
+            "incremental": report.incremental,
+            "runs": report.runs,
+            "added": report.added,
+            "moved": report.moved,
+            "updated": report.updated,
+            "removed": report.removed,
+            "unchanged": report.unchanged,
+            "duplicates": report.duplicates.len(),
+            "errors": report.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "listed_dirs": report.listed_dirs,
+            "seconds": report.elapsed.as_secs_f64(),
+        }))
+    } else {
+        out(report)
+    }
+}
+
+fn cmd_stats(cli: &Cli) -> Result<(), Failure> {
+    let stats = open_store(cli)?.stats()?;
+    if cli.json {
+        let per: Vec<_> = stats
+            .per_module
+            .iter()
+            .map(|(m, s, n)| json!({"module": m, "state": s.as_str(), "runs": n}))
+            .collect();
+        return out(
+            json!({"runs": stats.runs, "index_bytes": stats.file_bytes, "per_module": per}),
+        );
+    }
+    for (m, s, n) in &stats.per_module {
+        out(format!("{n:>10}  {s:<8} {m}"))?;
+    }
+    out(format!("{:>10}  runs in all", stats.runs))?;
+    out(format!(
+        "{:>10}  index bytes ({:.0} per run)",
+        stats.file_bytes,
+        stats.file_bytes as f64 / stats.runs.max(1) as f64
+    ))
 }

@@ -54,6 +54,23 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     }
 }
 
+/// Replaces `path` atomically with `bytes`: a reader sees the old file or the new, never a mix,
+/// and after return the new content survives a crash.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = write_new(&tmp, bytes).and_then(|()| {
+        failpoint("durable.before_rename")?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(dir)
+}
+
 /// Named failpoints for crash and fault tests (feature `failpoints`).
 ///
 /// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),
@@ -98,6 +115,16 @@ pub(crate) fn failpoint(_name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_file_swaps_content_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("entry");
+        replace_file(&p, b"one").unwrap();
+        replace_file(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn write_new_refuses_to_overwrite() {

@@ -32,6 +32,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A query names a field or value that cannot be searched.
+    #[error("invalid query: {reason}")]
+    InvalidQuery {
+        /// What is wrong.
+        reason: String,
+    },
     /// A file in a run directory (or another cairn file) is malformed.
     #[error("{}: {reason}", path.display())]
     Format {
@@ -77,6 +83,22 @@ pub enum Error {
         path: PathBuf,
         /// Why it is refused.
         reason: String,
+    },
+    /// The index database cannot be read or written.
+    #[error("index {}: {reason}", path.display())]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// Another process held the index's write slot for longer than the configured timeout.
+    #[error("index {} stayed busy for {waited:?} (another process is writing); the run directories are intact and the next index access picks them up", path.display())]
+    IndexBusy {
+        /// The index file.
+        path: PathBuf,
+        /// How long cairn waited.
+        waited: std::time::Duration,
     },
     /// A run reference is not a valid identity or prefix.
     #[error("invalid run reference {given:?}: {reason}")]

@@ -19,8 +19,8 @@ pub const FORMAT_VERSION: u64 = 1;
 pub const MODEL_FILE: &str = "model.json";
 /// Name of the identity header in a run directory; its presence makes a directory a run.
 pub const ID_FILE: &str = "id.json";
-/// Largest `id.json` accepted (1 MiB).
-pub const ID_FILE_LIMIT: u64 = 1 << 20;
+/// Largest `id.json` accepted (16 MiB: it carries the config).
+pub const ID_FILE_LIMIT: u64 = 16 << 20;
 /// Largest `model.json` accepted (64 MiB).
 pub const MODEL_FILE_LIMIT: u64 = 64 << 20;
 
@@ -190,6 +190,9 @@ pub struct IdHeader {
     pub identity: Identity,
     /// The module, as in `model.json`.
     pub module: String,
+    /// The complete config, as in `model.json`, so that the index can search configs from this
+    /// file alone.
+    pub config: Json,
     /// The predicate, as in `model.json`.
     pub predicate: JsonMap<String, Json>,
     /// RFC 3339 UTC creation time.
@@ -204,6 +207,7 @@ impl IdHeader {
         IdHeader {
             identity,
             module: model.module.clone(),
+            config: model.config.clone(),
             predicate: model.predicate.clone(),
             created_at: model.created_at.clone().unwrap_or_default(),
             extra: JsonMap::new(),
@@ -216,6 +220,7 @@ impl IdHeader {
         m.insert("format".into(), Json::from(FORMAT_VERSION));
         m.insert("identity".into(), Json::String(self.identity.to_hex()));
         m.insert("module".into(), Json::String(self.module.clone()));
+        m.insert("config".into(), self.config.clone());
         m.insert("predicate".into(), Json::Object(self.predicate.clone()));
         m.insert("created_at".into(), Json::String(self.created_at.clone()));
         pretty(&Json::Object(m))
@@ -232,12 +237,16 @@ impl IdHeader {
         if module.is_empty() {
             return Err(Error::format(path, "module must be a non-empty string"));
         }
+        let config = m
+            .remove("config")
+            .ok_or_else(|| Error::format(path, "config is missing"))?;
         let predicate = take_object(&mut m, "predicate", path)?;
         let created_at =
             take_time(&mut m, path)?.ok_or_else(|| Error::format(path, "created_at is missing"))?;
         Ok(IdHeader {
             identity,
             module,
+            config,
             predicate,
             created_at,
             extra: m,
@@ -381,7 +390,7 @@ mod tests {
     #[test]
     fn id_header_round_trips_and_keeps_unknown_fields() {
         let text = br#"{"format": 1, "identity": "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
-            "module": "m", "predicate": {"split": "val"}, "created_at": "2026-11-22T08:00:00Z", "future": [1]}"#;
+            "module": "m", "config": {"lr": 0.5}, "predicate": {"split": "val"}, "created_at": "2026-11-22T08:00:00Z", "future": [1]}"#;
         let h = IdHeader::from_json_bytes(text, p()).unwrap();
         assert_eq!(h.extra.get("future"), Some(&serde_json::json!([1])));
         let again = IdHeader::from_json_bytes(&h.to_json_bytes(), p()).unwrap();

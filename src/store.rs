@@ -1,11 +1,15 @@
-//! The store: a root directory of runs, and materializing runs into it.
+//! The store: a root directory of runs, the index over them, and materializing runs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Prefix};
+use crate::index::{Index, IndexStats, LazyIndex, Opened, RunRecord};
+use crate::query::Query;
+use crate::reindex::{self, ReindexReport};
 use crate::run::{ID_FILE, IdHeader, MODEL_FILE, Model};
 use crate::walk;
 
@@ -13,17 +17,25 @@ use crate::walk;
 pub const META_DIR: &str = ".cairn";
 /// Staging area for runs under construction, on the same file system as the root.
 const TMP_DIR: &str = "tmp";
+/// Runs materialized while the index stayed busy, one file per identity holding its location;
+/// applied to the index by the next process that gets the write slot.
+const INBOX_DIR: &str = "inbox";
+/// File name of the index under `.cairn/`.
+pub const INDEX_FILE: &str = "index.redb";
 /// Staging directories older than this are leftovers of a crash (a live creation takes
 /// milliseconds) and are removed when a store is opened.
-const STAGING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+const STAGING_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Longest encoded module directory name accepted by the default placement.
 const MAX_MODULE_DIR: usize = 200;
+/// Default longest wait for the index's write slot.
+pub const DEFAULT_INDEX_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options for opening a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreBuilder {
     root: PathBuf,
     created_by: Option<String>,
+    index_timeout: Duration,
 }
 
 impl StoreBuilder {
@@ -33,17 +45,33 @@ impl StoreBuilder {
         self
     }
 
-    /// Opens the store, creating the root and `<root>/.cairn/` on first use.
+    /// Longest wait for the index's write slot while another process writes (default 10 s).
+    /// A run materialized when the wait runs out is still created, and indexed later.
+    pub fn index_timeout(mut self, timeout: Duration) -> Self {
+        self.index_timeout = timeout;
+        self
+    }
+
+    /// Opens the store, creating the root, `<root>/.cairn/` and the index on first use. An
+    /// index that is missing, corrupt or of another schema version is rebuilt from the
+    /// directories.
     pub fn open(self) -> Result<Store> {
         durable::create_dir_all(&self.root)?;
         let root = fs::canonicalize(&self.root).map_err(|e| Error::io("resolve", &self.root, e))?;
-        let staging = root.join(META_DIR).join(TMP_DIR);
+        let meta = root.join(META_DIR);
+        let staging = meta.join(TMP_DIR);
         durable::create_dir_all(&staging)?;
+        durable::create_dir_all(&meta.join(INBOX_DIR))?;
         sweep_staging(&staging, STAGING_MAX_AGE);
-        Ok(Store {
+        let store = Store {
             root,
             created_by: self.created_by.unwrap_or_else(default_creator),
-        })
+            index: LazyIndex::open(meta.join(INDEX_FILE), self.index_timeout),
+        };
+        // Waits for the index at most the timeout; a store whose index another process keeps
+        // busy still opens, and materializes runs into the inbox until the index is free.
+        store.try_index()?;
+        Ok(store)
     }
 }
 
@@ -62,6 +90,7 @@ impl StoreBuilder {
 pub struct Store {
     root: PathBuf,
     created_by: String,
+    index: LazyIndex,
 }
 
 impl Store {
@@ -75,6 +104,7 @@ impl Store {
         StoreBuilder {
             root: root.as_ref().to_path_buf(),
             created_by: None,
+            index_timeout: DEFAULT_INDEX_TIMEOUT,
         }
     }
 
@@ -83,8 +113,38 @@ impl Store {
         &self.root
     }
 
+    /// The index file.
+    pub fn index_path(&self) -> &Path {
+        self.index.path()
+    }
+
+    /// The index, if it can be had within the timeout. The first time it arrives it is rebuilt
+    /// if it was missing, corrupt or of another schema version, and the inbox is applied.
+    fn try_index(&self) -> Result<Option<&Index>> {
+        let Some((index, opened)) = self.index.get()? else {
+            return Ok(None);
+        };
+        if opened == Opened::Empty {
+            reindex::reindex(&self.root, index, false, &|_| {})?;
+        }
+        self.drain_inbox(index)?;
+        Ok(Some(index))
+    }
+
+    /// The index, or [`Error::IndexBusy`] if another process keeps it busy past the timeout.
+    fn index(&self) -> Result<&Index> {
+        self.try_index()?.ok_or_else(|| Error::IndexBusy {
+            path: self.index.path().to_path_buf(),
+            waited: self.index_timeout(),
+        })
+    }
+
+    fn index_timeout(&self) -> Duration {
+        self.index.write_timeout()
+    }
+
     /// Where a new run of `module` with `identity` is placed, relative to the root:
-    /// `<module-dir>/<first two hex>/<identity>` (FORMAT.md §4.4). Nothing depends on it: runs may
+    /// `<module-dir>/<first two hex>/<identity>` (FORMAT.md §4.3). Nothing depends on it: runs may
     /// be moved anywhere under the root.
     pub fn placement(module: &str, identity: &Identity) -> Result<PathBuf> {
         let hex = identity.to_hex();
@@ -93,17 +153,32 @@ impl Store {
 
     /// Returns the run of `model`, materializing it if it does not exist yet.
     ///
-    /// The directory is built under `.cairn/tmp/`, its files and itself fsynced, then renamed into
+    /// An existing run is found through the index, wherever it was moved under the root. A new
+    /// directory is built under `.cairn/tmp/`, its files and itself fsynced, then renamed into
     /// place and the parent fsynced: a run directory under its final name is always complete.
-    /// When two processes race on one identity, exactly one directory results and both return it.
+    /// The index is updated in the same call; if its write slot stays busy past the timeout the
+    /// run is recorded in `.cairn/inbox/` and indexed by the next index access. When two
+    /// processes race on one identity, exactly one directory results and both return it.
     pub fn get_or_create(&self, model: &Model) -> Result<Run> {
         let identity = model.identity()?;
-        let location = Self::placement(&model.module, &identity)?;
-        let dest = self.root.join(&location);
-        if let Some(run) = self.load(&location, Some(identity))? {
+        let index = self.try_index()?;
+        if let Some(index) = index
+            && let Some(rec) = index.get(&identity)?
+            && let Some(run) = self.load(Path::new(&rec.location), Some(identity))?
+        {
             return Ok(run);
         }
+        let location = Self::placement(&model.module, &identity)?;
+        let run = match self.load(&location, Some(identity))? {
+            Some(run) => run,
+            None => self.materialize(model, identity, location)?,
+        };
+        self.record(index, &run)?;
+        Ok(run)
+    }
 
+    fn materialize(&self, model: &Model, identity: Identity, location: PathBuf) -> Result<Run> {
+        let dest = self.root.join(&location);
         let mut model = model.clone();
         model.created_at.get_or_insert_with(crate::run::now_rfc3339);
         model
@@ -116,8 +191,7 @@ impl Store {
             identity,
             uuid::Uuid::new_v4().simple()
         ));
-        let staged = self.stage(&staging, &model, &header, &dest);
-        match staged {
+        match self.stage(&staging, &model, &header, &dest) {
             Ok(()) => {
                 let parent = dest.parent().expect("placement has a parent");
                 durable::sync_dir(parent)?;
@@ -150,6 +224,65 @@ impl Store {
         failpoint("run.before_rename")?;
         durable::create_dir_all(dest.parent().expect("placement has a parent"))?;
         fs::rename(staging, dest).map_err(|e| Error::io("rename", dest, e))
+    }
+
+    /// Puts a run into the index; when the write slot stays busy, leaves it in the inbox.
+    fn record(&self, index: Option<&Index>, run: &Run) -> Result<()> {
+        let rec = RunRecord::from_header(&run.header, location_str(&run.location)?)?;
+        let written = match index {
+            Some(index) => index.write(|txn| index.put(txn, &rec, 0)),
+            None => Err(Error::IndexBusy {
+                path: self.index.path().to_path_buf(),
+                waited: self.index_timeout(),
+            }),
+        };
+        match written {
+            Ok(()) => Ok(()),
+            Err(Error::IndexBusy { .. }) => durable::replace_file(
+                &self.inbox().join(run.identity.to_hex()),
+                rec.location.as_bytes(),
+            ),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.root.join(META_DIR).join(INBOX_DIR)
+    }
+
+    /// Applies inbox entries left by processes that could not get the index in time.
+    fn drain_inbox(&self, index: &Index) -> Result<()> {
+        let dir = self.inbox();
+        let mut entries = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| n.parse::<Identity>().is_ok()) else {
+                continue; // a temporary of replace_file, or a stranger
+            };
+            let location =
+                fs::read_to_string(entry.path()).map_err(|e| Error::io("read", entry.path(), e))?;
+            entries.push((entry.path(), name.parse::<Identity>()?, location));
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (_, id, location) in &entries {
+            // A run moved or deleted since is left to reindex.
+            if let Ok(Some(run)) = self.load(Path::new(location), Some(*id)) {
+                records.push(RunRecord::from_header(&run.header, location.clone())?);
+            }
+        }
+        match index.write(|txn| records.iter().try_for_each(|r| index.put(txn, r, 0))) {
+            Ok(()) => {}
+            Err(Error::IndexBusy { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for (path, _, _) in &entries {
+            let _ = fs::remove_file(path);
+        }
+        durable::sync_dir(&dir)
     }
 
     /// The run at `location` (relative to the root), if there is one. With `expected`, a header
@@ -187,8 +320,8 @@ impl Store {
         }))
     }
 
-    /// Every run under the root, found by walking the directories; unreadable ones are
-    /// returned as errors beside the rest.
+    /// Every run under the root, found by walking the directories (not through the index);
+    /// unreadable ones are returned as errors beside the rest.
     pub fn scan(&self) -> (Vec<Run>, Vec<Error>) {
         let walk = walk::find_runs(&self.root);
         let runs = walk
@@ -208,25 +341,97 @@ impl Store {
         (runs, walk.errors)
     }
 
-    /// The run named by a full identity or a unique prefix of at least 8 hex characters.
+    /// The run with this identity, through the index.
+    pub fn get(&self, identity: &Identity) -> Result<Option<Run>> {
+        match self.index()?.get(identity)? {
+            Some(rec) => self.load(Path::new(&rec.location), Some(*identity)),
+            None => Ok(None),
+        }
+    }
+
+    /// The run named by a full identity or a unique prefix of at least 8 hex characters, through
+    /// the index.
     pub fn resolve(&self, reference: &str) -> Result<Option<Run>> {
         let prefix = Prefix::parse(reference)?;
-        let (runs, _) = self.scan();
-        let mut matching: Vec<Run> = runs
-            .into_iter()
-            .filter(|r| prefix.matches(&r.identity))
-            .collect();
-        matching.sort_by_key(|r| r.identity);
-        matching.dedup_by_key(|r| r.identity);
-        match matching.len() {
+        let index = self.index()?;
+        let mut hits = index.with_prefix(&prefix, 2)?;
+        match hits.len() {
             0 => Ok(None),
-            1 => Ok(matching.pop()),
-            n => Err(Error::AmbiguousPrefix {
+            1 => {
+                let rec = hits.pop().expect("one hit");
+                self.load(Path::new(&rec.location), Some(rec.identity))
+            }
+            _ => Err(Error::AmbiguousPrefix {
                 prefix: reference.to_owned(),
-                matches: n,
+                matches: index.with_prefix(&prefix, usize::MAX)?.len(),
             }),
         }
     }
+
+    /// The index record named by a full identity or a unique prefix.
+    pub fn record_of(&self, reference: &str) -> Result<Option<RunRecord>> {
+        let prefix = Prefix::parse(reference)?;
+        let index = self.index()?;
+        let mut hits = index.with_prefix(&prefix, 2)?;
+        match hits.len() {
+            0 | 1 => Ok(hits.pop()),
+            _ => Err(Error::AmbiguousPrefix {
+                prefix: reference.to_owned(),
+                matches: index.with_prefix(&prefix, usize::MAX)?.len(),
+            }),
+        }
+    }
+
+    /// Rebuilds the index from the directories (or, `incremental`, from the directories changed
+    /// since the last reindex). `progress` is called with the number of runs found so far.
+    pub fn reindex(
+        &self,
+        incremental: bool,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<ReindexReport> {
+        reindex::reindex(&self.root, self.index()?, incremental, progress)
+    }
+
+    /// Index records matching `query`.
+    pub fn find(&self, query: &Query) -> Result<Vec<RunRecord>> {
+        let index = self.index()?;
+        let hits = match &query.module {
+            Some(m) => {
+                let ids = index.of_module(m)?;
+                let mut recs = index.get_many(&ids)?;
+                recs.retain(|r| query.matches(r));
+                recs
+            }
+            None => {
+                let mut recs = Vec::new();
+                let early = query.sort.is_none().then_some(query.limit).flatten();
+                index.for_each(|r| {
+                    if query.matches(&r) {
+                        recs.push(r);
+                    }
+                    early.is_none_or(|n| recs.len() < n)
+                })?;
+                recs
+            }
+        };
+        Ok(query.finish(hits))
+    }
+
+    /// Counts per module and state, and the index size.
+    pub fn stats(&self) -> Result<IndexStats> {
+        self.index()?.stats()
+    }
+}
+
+/// A location as the index stores it: UTF-8 with `/` separators.
+fn location_str(location: &Path) -> Result<String> {
+    location
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::UnsafePath {
+            path: location.to_path_buf(),
+            reason: "run locations must be UTF-8".into(),
+        })
 }
 
 /// A materialized run.

@@ -122,11 +122,19 @@ impl<P: Fn(usize) + Sync> Ctx<'_, P> {
             && prev.mtime_ns == mtime_ns
             && !prev.recent
         {
-            let state = DirState { mtime_ns, subdirs: prev.subdirs.clone(), recent };
+            let state = DirState {
+                mtime_ns,
+                subdirs: prev.subdirs.clone(),
+                recent,
+            };
             match &prev.subdirs {
                 None => self.found(rel, None, state),
                 Some(subdirs) => {
-                    self.out.lock().expect("walk lock").dirs.insert(rel.clone(), state);
+                    self.out
+                        .lock()
+                        .expect("walk lock")
+                        .dirs
+                        .insert(rel.clone(), state);
                     subdirs
                         .par_iter()
                         .for_each(|name| self.visit(dir.join(name), join(&rel, name)));
@@ -160,7 +168,11 @@ impl<P: Fn(usize) + Sync> Ctx<'_, P> {
                         reason: "id.json is not a regular file".into(),
                     });
                 }
-                let state = DirState { mtime_ns, subdirs: None, recent };
+                let state = DirState {
+                    mtime_ns,
+                    subdirs: None,
+                    recent,
+                };
                 return match IdHeader::read(&dir) {
                     Ok(h) => self.found(rel, Some(h), state),
                     Err(e) => self.error(e),
@@ -182,7 +194,11 @@ impl<P: Fn(usize) + Sync> Ctx<'_, P> {
             .for_each(|name| self.visit(dir.join(name), join(&rel, name)));
         self.out.lock().expect("walk lock").dirs.insert(
             rel,
-            DirState { mtime_ns, subdirs: Some(subdirs), recent },
+            DirState {
+                mtime_ns,
+                subdirs: Some(subdirs),
+                recent,
+            },
         );
     }
 }
@@ -193,7 +209,7 @@ mod tests {
 
     fn header(id: u8) -> String {
         format!(
-            r#"{{"format": 1, "identity": "{}", "module": "m", "predicate": {{}}, "created_at": "2026-01-01T00:00:00Z"}}"#,
+            r#"{{"format": 1, "identity": "{}", "module": "m", "config": {{}}, "predicate": {{}}, "created_at": "2026-01-01T00:00:00Z"}}"#,
             hex::encode([id; 32])
         )
     }
@@ -202,12 +218,24 @@ mod tests {
     fn runs_are_found_without_descending_and_without_following_links() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        for d in ["a/run1/nested", "b/c/run2", ".cairn/tmp/staged", "outside/run3", "evil"] {
+        for d in [
+            "a/run1/nested",
+            "b/c/run2",
+            ".cairn/tmp/staged",
+            "outside/run3",
+            "evil",
+        ] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
-        for (i, d) in ["a/run1", "a/run1/nested", "b/c/run2", ".cairn/tmp/staged", "outside/run3"]
-            .iter()
-            .enumerate()
+        for (i, d) in [
+            "a/run1",
+            "a/run1/nested",
+            "b/c/run2",
+            ".cairn/tmp/staged",
+            "outside/run3",
+        ]
+        .iter()
+        .enumerate()
         {
             std::fs::write(r.join(d).join(ID_FILE), header(i as u8)).unwrap();
         }

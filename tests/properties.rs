@@ -420,7 +420,12 @@ fn check_canonical_shape(v: &Value) -> Result<(), TestCaseError> {
                 .map(|(k, _)| Value::Text(k.to_owned()).to_cbor())
                 .collect();
             for w in keys.windows(2) {
-                prop_assert!(w[0] < w[1], "keys out of order: {:02x?} {:02x?}", w[0], w[1]);
+                prop_assert!(
+                    w[0] < w[1],
+                    "keys out of order: {:02x?} {:02x?}",
+                    w[0],
+                    w[1]
+                );
             }
             m.iter().try_for_each(|(_, v)| check_canonical_shape(v))?;
         }
@@ -752,6 +757,8 @@ proptest! {
         prop_assert_eq!(hread.to_json_bytes(), hbytes);
         prop_assert_eq!(hread.identity, id);
         prop_assert_eq!(&hread.created_at, materialized.created_at.as_ref().unwrap());
+        // id.json carries the complete config too (FORMAT.md §4.2), equal to model.json's.
+        prop_assert_eq!(&hread.config, &materialized.config);
     }
 }
 
@@ -775,36 +782,125 @@ fn object_with_serde_number_token_key_is_a_map() {
     assert_ne!(a.unwrap(), b.unwrap());
 }
 
-/// FORMAT.md §2.5 allows 128 levels of nesting, and CBOR and serde input accept 128, but JSON
-/// input stops at 127 (serde_json's recursion limit counts the 128th level as too deep).
+/// FORMAT.md §4: writers emit files that readers accept. A model whose non-identifying parts
+/// (context, unknown fields, schema defaults, created_at) break §2 or §4, or whose config makes
+/// `id.json` exceed its size limit, is still materialized by `Store::get_or_create`, leaving a run
+/// whose files cairn itself refuses to read (and, for `id.json`, a store where the same model can
+/// never be created or found again).
 #[test]
-#[ignore = "known bug: JSON input accepts 127 levels, FORMAT.md §2.5 and CBOR input 128"]
-fn json_accepts_the_documented_128_levels() {
-    let n = canonical::MAX_DEPTH;
-    let mut cbor = vec![0x81u8; n - 1];
-    cbor.push(0x80);
-    let v = Value::from_canonical_cbor(&cbor, "$").expect("128 levels of CBOR");
-    let text = serde_json::to_string(&v.to_json()).unwrap();
-    assert_eq!(Value::from_json_slice(text.as_bytes(), "$").unwrap(), v);
+#[ignore = "known bug: Store::get_or_create writes model.json/id.json that the readers refuse"]
+fn store_never_writes_a_run_it_cannot_read() {
+    fn nested(n: usize) -> serde_json::Value {
+        (1..n).fold(serde_json::json!([]), |v, _| {
+            serde_json::Value::Array(vec![v])
+        })
+    }
+    let too_big = serde_json::to_value(1i128 << 70).unwrap();
+    let mut cases: Vec<(&str, Model)> = Vec::new();
+    let mut m = Model::new("m");
+    m.context.insert("deep".into(), nested(126));
+    cases.push(("context nested 126 levels", m));
+    let mut m = Model::new("m");
+    m.context.insert("n".into(), too_big.clone());
+    cases.push(("context integer 2^70", m));
+    let mut m = Model::new("m");
+    m.extra.insert("n".into(), too_big);
+    cases.push(("unknown field integer 2^70", m));
+    let schema = Schema::new(&serde_json::json!({"a": nested(125)}), &[]).unwrap();
+    cases.push((
+        "schema default nested 125 levels",
+        Model::new("m").with_schema(schema),
+    ));
+    let mut m = Model::new("m");
+    m.created_at = Some("yesterday".into());
+    cases.push(("created_at not RFC 3339", m));
+    let blob = "x".repeat((cairn::run::ID_FILE_LIMIT as usize) + 1);
+    cases.push((
+        "config over the id.json size limit",
+        Model::new("m")
+            .with_config(&serde_json::json!({ "blob": blob }))
+            .unwrap(),
+    ));
+
+    let mut broken = Vec::new();
+    for (name, model) in cases {
+        let root = tempfile::tempdir().unwrap();
+        let store = cairn::Store::open(root.path()).unwrap();
+        let Ok(run) = store.get_or_create(&model) else {
+            continue; // refused up front: fine
+        };
+        if let Err(e) = Model::read(run.path()) {
+            broken.push(format!("{name}: model.json unreadable: {e}"));
+        }
+        if let Err(e) = IdHeader::read(run.path()) {
+            broken.push(format!("{name}: id.json unreadable: {e}"));
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
-/// The same limit, checked where both inputs agree: 127 levels pass everywhere and 129 fail
-/// everywhere.
+/// FORMAT.md §2.5: at most 127 levels counted from the outermost container of a document, so a
+/// value alone nests 127 levels and a config or predicate (one level inside the identity
+/// document) 126, whether it comes from JSON text, CBOR or a `Serialize` value.
 #[test]
 fn nesting_limits() {
-    for (n, ok) in [(127usize, true), (129, false)] {
-        let json = "[".repeat(n) + &"]".repeat(n);
+    let max = canonical::MAX_DEPTH;
+    assert_eq!(max, 127);
+    let json = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let cbor = |n: usize| {
+        let mut c = vec![0x81u8; n - 1];
+        c.push(0x80);
+        c
+    };
+    let serde = |n: usize| -> serde_json::Value {
+        (1..n).fold(serde_json::json!([]), |v, _| {
+            serde_json::Value::Array(vec![v])
+        })
+    };
+    for (n, ok) in [(max, true), (max + 1, false)] {
         assert_eq!(
-            Value::from_json_slice(json.as_bytes(), "$").is_ok(),
+            Value::from_json_slice(json(n).as_bytes(), "$").is_ok(),
             ok,
-            "JSON depth {n}"
+            "JSON {n}"
         );
-        let mut cbor = vec![0x81u8; n - 1];
-        cbor.push(0x80);
         assert_eq!(
-            Value::from_canonical_cbor(&cbor, "$").is_ok(),
+            Value::from_canonical_cbor(&cbor(n), "$").is_ok(),
             ok,
-            "CBOR depth {n}"
+            "CBOR {n}"
         );
+    }
+    for (n, ok) in [(max - 1, true), (max, false)] {
+        let request = format!(r#"{{"module": "m", "config": {}}}"#, json(n));
+        assert_eq!(
+            cairn::identity_of_json(request.as_bytes()).is_ok(),
+            ok,
+            "request config {n}"
+        );
+        let request = format!(
+            r#"{{"module": "m", "predicate": {{"p": {}}}}}"#,
+            json(n - 1)
+        );
+        assert_eq!(
+            cairn::identity_of_json(request.as_bytes()).is_ok(),
+            ok,
+            "predicate {n}"
+        );
+        assert_eq!(
+            cairn::identity("m", &serde(n), &Empty).is_ok(),
+            ok,
+            "Serialize config {n}"
+        );
+        let model = Model::new("m").with_config(&serde(n)).unwrap();
+        assert_eq!(model.identity().is_ok(), ok, "model config {n}");
+        if ok {
+            // Whatever has an identity is a readable model.json with the same identity.
+            let bytes = model.to_json_bytes();
+            let read = Model::from_json_bytes(&bytes, Path::new("model.json")).unwrap();
+            assert_eq!(read.identity().unwrap(), model.identity().unwrap());
+            assert_eq!(
+                cairn::identity_of_json(&bytes).unwrap(),
+                model.identity().unwrap()
+            );
+        }
     }
 }

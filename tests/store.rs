@@ -69,6 +69,12 @@ fn a_moved_tree_keeps_every_identity() {
         .unwrap();
     std::fs::create_dir_all(new_root.join("archive/2026")).unwrap();
     std::fs::rename(one.path(), new_root.join("archive/2026/best-run")).unwrap();
+    // A run moved inside the root is found again by a reindex, counted as moved.
+    let report = store.reindex(false, &|_| {}).unwrap();
+    assert_eq!(
+        (report.moved, report.added, report.removed, report.unchanged),
+        (1, 0, 0, 19)
+    );
 
     let (runs, errors) = store.scan();
     assert!(errors.is_empty(), "{errors:?}");

@@ -1,0 +1,806 @@
+//! The index: a redb database mapping identities to locations and availability (FORMAT.md §5).
+//!
+//! It is a cache of the run directories: it can be deleted at any moment and rebuilt by
+//! [`crate::Store::reindex`]. Every process of a store keeps it open at once (redb's
+//! `MultiWriter` mode); readers never wait, a writer waits for the write slot with backoff up to
+//! a configurable timeout.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use redb::{
+    ConcurrencyMode, Database, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TransactionError, WriteTransaction,
+};
+
+use crate::canonical::{Map, Value};
+use crate::error::{Error, Result};
+use crate::identity::{Identity, Prefix};
+use crate::run::IdHeader;
+use crate::walk::DirState;
+
+/// Version of the table layout and record encoding; an index of another version is rebuilt.
+pub const INDEX_SCHEMA_VERSION: u64 = 1;
+
+/// `meta`: `"schema_version"` → u64 little-endian.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `runs`: identity → run record (canonical CBOR, [`RunRecord`]).
+const RUNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("runs");
+/// `locations`: run location → (identity, directory mtime in ns; 0 = revisit next time).
+const LOCATIONS: TableDefinition<&str, ([u8; 32], u64)> = TableDefinition::new("locations");
+/// `modules`: module → identities.
+const MODULES: MultimapTableDefinition<&str, [u8; 32]> = MultimapTableDefinition::new("modules");
+/// `dirs`: location of a non-run directory → (mtime ns, 0 = revisit; subdirectory names, NUL-separated).
+const DIRS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("dirs");
+
+const SCHEMA_KEY: &str = "schema_version";
+/// Version of a run record's encoding, its `"v"` field.
+const RECORD_VERSION: i128 = 1;
+
+/// Where a run's bytes are (FORMAT.md §5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Availability {
+    /// The run directory is present under the root.
+    Local,
+    /// Not present locally; a remote holds a copy.
+    Remote,
+    /// Indexed, bytes not present locally; a husk (`id.json`, `model.json`, marker) remains.
+    Evicted,
+}
+
+impl Availability {
+    /// The state's name in records and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Local => "local",
+            Availability::Remote => "remote",
+            Availability::Evicted => "evicted",
+        }
+    }
+
+    /// Parses a state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Availability::Local),
+            "remote" => Some(Availability::Remote),
+            "evicted" => Some(Availability::Evicted),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the index knows about one run.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// The identity, copied from `id.json`.
+    pub identity: Identity,
+    /// The run directory relative to the root, `/`-separated.
+    pub location: String,
+    /// The module.
+    pub module: String,
+    /// Where the bytes are.
+    pub state: Availability,
+    /// RFC 3339 creation time from `id.json`.
+    pub created_at: String,
+    /// The complete config, canonical (not reduced by the schema).
+    pub config: Value,
+    /// The predicate, canonical.
+    pub predicate: Value,
+}
+
+impl RunRecord {
+    /// The record of a local run from its header.
+    pub fn from_header(header: &IdHeader, location: String) -> Result<Self> {
+        Ok(RunRecord {
+            identity: header.identity,
+            location,
+            module: header.module.clone(),
+            state: Availability::Local,
+            created_at: header.created_at.clone(),
+            config: Value::from_json_value(&header.config, "config")?,
+            predicate: Value::from_json_value(
+                &serde_json::Value::Object(header.predicate.clone()),
+                "predicate",
+            )?,
+        })
+    }
+
+    /// Canonical CBOR of the record (FORMAT.md §5.2).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut m = Map::new();
+        m.insert("v".into(), Value::Integer(RECORD_VERSION));
+        m.insert("state".into(), Value::Text(self.state.as_str().into()));
+        m.insert("config".into(), self.config.clone());
+        m.insert("module".into(), Value::Text(self.module.clone()));
+        m.insert("location".into(), Value::Text(self.location.clone()));
+        m.insert("predicate".into(), self.predicate.clone());
+        m.insert("created_at".into(), Value::Text(self.created_at.clone()));
+        Value::Map(m).to_cbor()
+    }
+
+    /// Decodes a record stored under `identity`; `index` names the file in errors.
+    pub fn decode(identity: Identity, bytes: &[u8], index: &Path) -> Result<Self> {
+        let bad = |what: &str| Error::Index {
+            path: index.into(),
+            reason: format!("run record {identity}: {what}"),
+        };
+        let Value::Map(mut m) =
+            Value::from_canonical_cbor(bytes, "record").map_err(|e| bad(&e.to_string()))?
+        else {
+            return Err(bad("not a map"));
+        };
+        if m.remove("v") != Some(Value::Integer(RECORD_VERSION)) {
+            return Err(bad("unknown record version"));
+        }
+        let mut text = |k: &str| match m.remove(k) {
+            Some(Value::Text(s)) => Ok(s),
+            _ => Err(bad(&format!("{k} missing or not text"))),
+        };
+        let location = text("location")?;
+        let module = text("module")?;
+        let created_at = text("created_at")?;
+        let state = Availability::parse(&text("state")?).ok_or_else(|| bad("unknown state"))?;
+        let config = m.remove("config").ok_or_else(|| bad("config missing"))?;
+        let predicate = m
+            .remove("predicate")
+            .ok_or_else(|| bad("predicate missing"))?;
+        Ok(RunRecord {
+            identity,
+            location,
+            module,
+            state,
+            created_at,
+            config,
+            predicate,
+        })
+    }
+}
+
+/// Counts for `cairn stats`.
+#[derive(Debug, Default, Clone)]
+#[non_exhaustive]
+pub struct IndexStats {
+    /// Runs per (module, state).
+    pub per_module: Vec<(String, Availability, u64)>,
+    /// All runs.
+    pub runs: u64,
+    /// Size of the index file in bytes.
+    pub file_bytes: u64,
+}
+
+/// The open index.
+pub struct Index {
+    db: Database,
+    path: PathBuf,
+    write_timeout: Duration,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").field("path", &self.path).finish()
+    }
+}
+
+/// Whether [`Index::open`] found the index usable or had to start it empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opened {
+    /// It holds what earlier writes put there.
+    Current,
+    /// It was missing, of another schema version or corrupt, and is now empty: rebuild it.
+    Empty,
+}
+
+/// Where the helper thread delivers the opened index.
+type OpenResult = mpsc::Receiver<Result<(Index, Opened)>>;
+
+/// Run locations → (identity, mtime), and the states of the other directories.
+pub(crate) type Snapshot = (HashMap<String, (Identity, u64)>, HashMap<String, DirState>);
+
+/// An index opened on a helper thread. redb's open waits, without bound, while another process
+/// is inside a write transaction; this bounds the caller's wait. After one wait has run out,
+/// later calls only poll, so a batch does not pay the timeout once per item.
+pub(crate) struct LazyIndex {
+    path: PathBuf,
+    write_timeout: Duration,
+    cell: OnceLock<Index>,
+    pending: Mutex<Option<OpenResult>>,
+    gave_up: AtomicBool,
+}
+
+impl std::fmt::Debug for LazyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyIndex")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl LazyIndex {
+    /// Starts opening the index at `path`.
+    pub(crate) fn open(path: PathBuf, write_timeout: Duration) -> Self {
+        let lazy = LazyIndex {
+            path,
+            write_timeout,
+            cell: OnceLock::new(),
+            pending: Mutex::new(None),
+            gave_up: AtomicBool::new(false),
+        };
+        *lazy.pending.lock().expect("index lock") = Some(lazy.spawn());
+        lazy
+    }
+
+    fn spawn(&self) -> OpenResult {
+        let (tx, rx) = mpsc::channel();
+        let (path, timeout) = (self.path.clone(), self.write_timeout);
+        std::thread::spawn(move || {
+            let _ = tx.send(Index::open(&path, timeout));
+        });
+        rx
+    }
+
+    /// The index file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configured longest wait.
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
+    /// The index, waiting for it at most the write timeout (or only polling, once a wait has run
+    /// out). `Ok(None)` while another process keeps it busy. The `Opened` state is reported once,
+    /// on the call that receives the index.
+    pub(crate) fn get(&self) -> Result<Option<(&Index, Opened)>> {
+        if let Some(index) = self.cell.get() {
+            return Ok(Some((index, Opened::Current)));
+        }
+        let mut pending = self.pending.lock().expect("index lock");
+        if let Some(index) = self.cell.get() {
+            return Ok(Some((index, Opened::Current)));
+        }
+        let rx = pending.get_or_insert_with(|| self.spawn());
+        let wait = if self.gave_up.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.write_timeout
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Ok((index, opened))) => {
+                *pending = None;
+                self.gave_up.store(false, Ordering::Relaxed);
+                let index = self.cell.get_or_init(|| index);
+                Ok(Some((index, opened)))
+            }
+            Ok(Err(e)) => {
+                *pending = None; // the next call tries again
+                Err(e)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.gave_up.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                *pending = None;
+                Err(Error::Index {
+                    path: self.path.clone(),
+                    reason: "opening thread failed".into(),
+                })
+            }
+        }
+    }
+}
+
+fn redb_error(path: &Path, e: impl Into<redb::Error>) -> Error {
+    Error::Index {
+        path: path.into(),
+        reason: e.into().to_string(),
+    }
+}
+
+impl Index {
+    /// Opens (or creates) the index at `path`. An index of another schema version is cleared, a
+    /// corrupt one is deleted and recreated; both report [`Opened::Empty`].
+    pub(crate) fn open(path: &Path, write_timeout: Duration) -> Result<(Index, Opened)> {
+        let existed = path.exists();
+        let db = match Self::open_db(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)))
+            | Err(redb::DatabaseError::Storage(redb::StorageError::Io(_)))
+                if existed =>
+            {
+                // A cache: a file redb cannot read is replaced, never misread.
+                std::fs::remove_file(path)
+                    .map_err(|e| Error::io("remove corrupt index", path, e))?;
+                Self::open_db(path).map_err(|e| redb_error(path, e))?
+            }
+            Err(e) => return Err(redb_error(path, e)),
+        };
+        let index = Index {
+            db,
+            path: path.into(),
+            write_timeout,
+        };
+        let opened = index.write(|txn| {
+            let meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
+            let version = meta
+                .get(SCHEMA_KEY)
+                .map_err(|e| redb_error(path, e))?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map(u64::from_le_bytes);
+            if version == Some(INDEX_SCHEMA_VERSION) {
+                return Ok(Opened::Current);
+            }
+            drop(meta);
+            clear_tables(txn, path)?;
+            let mut meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
+            meta.insert(SCHEMA_KEY, INDEX_SCHEMA_VERSION.to_le_bytes().as_slice())
+                .map_err(|e| redb_error(path, e))?;
+            Ok(Opened::Empty)
+        })?;
+        Ok((index, opened))
+    }
+
+    fn open_db(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+        Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+    }
+
+    /// The index file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a write transaction and commits it. Waits for the write slot (another process
+    /// or thread writing) with exponential backoff, at most the configured timeout.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        let txn = loop {
+            match self.db.try_begin_write() {
+                Ok(txn) => break txn,
+                Err(TransactionError::WouldBlock) => {
+                    let waited = start.elapsed();
+                    if waited >= self.write_timeout {
+                        return Err(Error::IndexBusy {
+                            path: self.path.clone(),
+                            waited,
+                        });
+                    }
+                    std::thread::sleep(pause.min(self.write_timeout - waited));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(redb_error(&self.path, e)),
+            }
+        };
+        let out = f(&txn)?;
+        crate::durable::failpoint("index.before_commit")?;
+        txn.commit().map_err(|e| redb_error(&self.path, e))?;
+        Ok(out)
+    }
+
+    /// The record of `identity`.
+    pub fn get(&self, identity: &Identity) -> Result<Option<RunRecord>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = txn
+            .open_table(RUNS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        match runs
+            .get(identity.as_bytes())
+            .map_err(|e| redb_error(&self.path, e))?
+        {
+            None => Ok(None),
+            Some(bytes) => RunRecord::decode(*identity, bytes.value(), &self.path).map(Some),
+        }
+    }
+
+    /// Up to `limit` records whose identity starts with `prefix`, in identity order.
+    pub fn with_prefix(&self, prefix: &Prefix, limit: usize) -> Result<Vec<RunRecord>> {
+        let (lo, hi) = prefix_bounds(prefix.as_str());
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = txn
+            .open_table(RUNS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        let mut out = Vec::new();
+        for entry in runs.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+            let id = Identity::from_bytes(k.value());
+            if !prefix.matches(&id) {
+                continue;
+            }
+            out.push(RunRecord::decode(id, v.value(), &self.path)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The identity of the run at `location`.
+    pub fn at_location(&self, location: &str) -> Result<Option<Identity>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let t = txn
+            .open_table(LOCATIONS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        Ok(t.get(location)
+            .map_err(|e| redb_error(&self.path, e))?
+            .map(|v| Identity::from_bytes(v.value().0)))
+    }
+
+    /// Identities of the runs of `module`, in identity order.
+    pub fn of_module(&self, module: &str) -> Result<Vec<Identity>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let t = txn
+            .open_multimap_table(MODULES)
+            .map_err(|e| redb_error(&self.path, e))?;
+        t.get(module)
+            .map_err(|e| redb_error(&self.path, e))?
+            .map(|v| {
+                v.map(|g| Identity::from_bytes(g.value()))
+                    .map_err(|e| redb_error(&self.path, e))
+            })
+            .collect()
+    }
+
+    /// Calls `f` with every record, in identity order, until it returns false.
+    pub fn for_each(&self, mut f: impl FnMut(RunRecord) -> bool) -> Result<()> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = txn
+            .open_table(RUNS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        for entry in runs.iter().map_err(|e| redb_error(&self.path, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+            if !f(RunRecord::decode(
+                Identity::from_bytes(k.value()),
+                v.value(),
+                &self.path,
+            )?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every record of `identities`, those missing skipped.
+    pub fn get_many(&self, identities: &[Identity]) -> Result<Vec<RunRecord>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = txn
+            .open_table(RUNS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        let mut out = Vec::with_capacity(identities.len());
+        for id in identities {
+            if let Some(v) = runs
+                .get(id.as_bytes())
+                .map_err(|e| redb_error(&self.path, e))?
+            {
+                out.push(RunRecord::decode(*id, v.value(), &self.path)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Location → (identity, mtime) of every run, and the state of every other directory: what
+    /// an incremental walk needs.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let locs = txn
+            .open_table(LOCATIONS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        let mut runs = HashMap::with_capacity(locs.len().unwrap_or(0) as usize);
+        for entry in locs.iter().map_err(|e| redb_error(&self.path, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+            let (id, mtime) = v.value();
+            runs.insert(k.value().to_owned(), (Identity::from_bytes(id), mtime));
+        }
+        let dirs_t = txn
+            .open_table(DIRS)
+            .map_err(|e| redb_error(&self.path, e))?;
+        let mut dirs = HashMap::new();
+        for entry in dirs_t.iter().map_err(|e| redb_error(&self.path, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+            let (mtime, names) = v.value();
+            let subdirs = names
+                .split('\0')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            dirs.insert(
+                k.value().to_owned(),
+                DirState {
+                    mtime_ns: mtime,
+                    subdirs: Some(subdirs),
+                    recent: mtime == 0,
+                },
+            );
+        }
+        Ok((runs, dirs))
+    }
+
+    /// Inserts or replaces one run (a new run, or one found moved); `mtime_ns` 0 means "revisit
+    /// on the next incremental reindex".
+    pub(crate) fn put(&self, txn: &WriteTransaction, rec: &RunRecord, mtime_ns: u64) -> Result<()> {
+        let p = &self.path;
+        let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
+        let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
+        let mut modules = txn
+            .open_multimap_table(MODULES)
+            .map_err(|e| redb_error(p, e))?;
+        let key = rec.identity.as_bytes();
+        if let Some(old) = runs.get(key).map_err(|e| redb_error(p, e))? {
+            let old = RunRecord::decode(rec.identity, old.value(), p)?;
+            if old.location != rec.location {
+                locs.remove(old.location.as_str())
+                    .map_err(|e| redb_error(p, e))?;
+            }
+            if old.module != rec.module {
+                modules
+                    .remove(old.module.as_str(), key)
+                    .map_err(|e| redb_error(p, e))?;
+            }
+        }
+        runs.insert(key, rec.encode().as_slice())
+            .map_err(|e| redb_error(p, e))?;
+        locs.insert(rec.location.as_str(), (*key, mtime_ns))
+            .map_err(|e| redb_error(p, e))?;
+        modules
+            .insert(rec.module.as_str(), key)
+            .map_err(|e| redb_error(p, e))?;
+        Ok(())
+    }
+
+    /// Removes one run.
+    pub(crate) fn remove(&self, txn: &WriteTransaction, identity: &Identity) -> Result<()> {
+        let p = &self.path;
+        let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
+        let Some(old) = runs
+            .remove(identity.as_bytes())
+            .map_err(|e| redb_error(p, e))?
+        else {
+            return Ok(());
+        };
+        let old = RunRecord::decode(*identity, old.value(), p)?;
+        let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
+        // Only if the location still names this run (a duplicate may hold it).
+        let here = locs
+            .get(old.location.as_str())
+            .map_err(|e| redb_error(p, e))?
+            .is_some_and(|v| v.value().0 == *identity.as_bytes());
+        if here {
+            locs.remove(old.location.as_str())
+                .map_err(|e| redb_error(p, e))?;
+        }
+        let mut modules = txn
+            .open_multimap_table(MODULES)
+            .map_err(|e| redb_error(p, e))?;
+        modules
+            .remove(old.module.as_str(), identity.as_bytes())
+            .map_err(|e| redb_error(p, e))?;
+        Ok(())
+    }
+
+    /// Replaces the whole content with `records` (sorted by identity, unique) and `dirs`, loading
+    /// each table through a cursor in key order (redb's fast path for bulk loads).
+    pub(crate) fn replace_all(
+        &self,
+        txn: &WriteTransaction,
+        records: &[(RunRecord, u64)],
+        dirs: &[(String, u64, String)],
+    ) -> Result<()> {
+        let p = &self.path;
+        clear_tables(txn, p)?;
+        {
+            let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
+            let mut cursor = runs
+                .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
+                .map_err(|e| redb_error(p, e))?;
+            for (rec, _) in records {
+                cursor
+                    .insert_before(rec.identity.as_bytes(), rec.encode().as_slice())
+                    .map_err(|e| redb_error(p, e))?;
+            }
+            cursor.close().map_err(|e| redb_error(p, e))?;
+        }
+        {
+            let mut by_loc: Vec<(&str, [u8; 32], u64)> = records
+                .iter()
+                .map(|(r, m)| (r.location.as_str(), *r.identity.as_bytes(), *m))
+                .collect();
+            by_loc.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
+            let mut cursor = locs
+                .upper_bound_mut(Bound::<&str>::Unbounded)
+                .map_err(|e| redb_error(p, e))?;
+            for (loc, id, mtime) in by_loc {
+                cursor
+                    .insert_before(loc, (id, mtime))
+                    .map_err(|e| redb_error(p, e))?;
+            }
+            cursor.close().map_err(|e| redb_error(p, e))?;
+        }
+        {
+            let mut by_module: Vec<(&str, [u8; 32])> = records
+                .iter()
+                .map(|(r, _)| (r.module.as_str(), *r.identity.as_bytes()))
+                .collect();
+            by_module.sort_unstable();
+            let mut modules = txn
+                .open_multimap_table(MODULES)
+                .map_err(|e| redb_error(p, e))?;
+            for (module, id) in by_module {
+                modules.insert(module, id).map_err(|e| redb_error(p, e))?;
+            }
+        }
+        self.put_dirs(txn, dirs)
+    }
+
+    /// Replaces the directory states (sorted by location).
+    pub(crate) fn put_dirs(
+        &self,
+        txn: &WriteTransaction,
+        dirs: &[(String, u64, String)],
+    ) -> Result<()> {
+        let p = &self.path;
+        txn.delete_table(DIRS).map_err(|e| redb_error(p, e))?;
+        let mut t = txn.open_table(DIRS).map_err(|e| redb_error(p, e))?;
+        let mut cursor = t
+            .upper_bound_mut(Bound::<&str>::Unbounded)
+            .map_err(|e| redb_error(p, e))?;
+        for (loc, mtime, names) in dirs {
+            cursor
+                .insert_before(loc.as_str(), (*mtime, names.as_str()))
+                .map_err(|e| redb_error(p, e))?;
+        }
+        cursor.close().map_err(|e| redb_error(p, e))
+    }
+
+    /// Counts per module and state, and the file size.
+    pub fn stats(&self) -> Result<IndexStats> {
+        let mut counts: HashMap<(String, Availability), u64> = HashMap::new();
+        let mut runs = 0;
+        self.for_each(|r| {
+            runs += 1;
+            *counts.entry((r.module, r.state)).or_default() += 1;
+            true
+        })?;
+        let mut per_module: Vec<_> = counts.into_iter().map(|((m, s), n)| (m, s, n)).collect();
+        per_module.sort();
+        let file_bytes = std::fs::metadata(&self.path)
+            .map_err(|e| Error::io("stat", &self.path, e))?
+            .len();
+        Ok(IndexStats {
+            per_module,
+            runs,
+            file_bytes,
+        })
+    }
+}
+
+/// Empties the data tables, leaving each present (readers never meet a missing table).
+fn clear_tables(txn: &WriteTransaction, path: &Path) -> Result<()> {
+    let e = |e: redb::TableError| redb_error(path, e);
+    txn.delete_table(RUNS).map_err(e)?;
+    txn.delete_table(LOCATIONS).map_err(e)?;
+    txn.delete_multimap_table(MODULES).map_err(e)?;
+    txn.delete_table(DIRS).map_err(e)?;
+    txn.open_table(RUNS).map_err(e)?;
+    txn.open_table(LOCATIONS).map_err(e)?;
+    txn.open_multimap_table(MODULES).map_err(e)?;
+    txn.open_table(DIRS).map_err(e)?;
+    Ok(())
+}
+
+/// The identity range covered by a hex prefix.
+fn prefix_bounds(prefix: &str) -> ([u8; 32], [u8; 32]) {
+    let mut lo = [0u8; 32];
+    let mut hi = [0xffu8; 32];
+    for (i, c) in prefix.bytes().enumerate() {
+        let nibble = (c as char).to_digit(16).expect("validated hex") as u8;
+        let byte = i / 2;
+        if i % 2 == 0 {
+            lo[byte] = nibble << 4;
+            hi[byte] = (nibble << 4) | 0x0f;
+        } else {
+            lo[byte] |= nibble;
+            hi[byte] = (hi[byte] & 0xf0) | nibble;
+        }
+    }
+    (lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_bounds_cover_odd_and_even_prefixes() {
+        let (lo, hi) = prefix_bounds("abc");
+        assert_eq!(&lo[..2], &[0xab, 0xc0]);
+        assert_eq!(&hi[..2], &[0xab, 0xcf]);
+        assert!(lo[2..].iter().all(|&b| b == 0) && hi[2..].iter().all(|&b| b == 0xff));
+    }
+
+    #[test]
+    fn records_round_trip_and_reject_garbage() {
+        let rec = RunRecord {
+            identity: Identity::from_bytes([7; 32]),
+            location: "train/07/x".into(),
+            module: "train".into(),
+            state: Availability::Evicted,
+            created_at: "2026-11-22T08:00:00Z".into(),
+            config: Value::from_json_slice(br#"{"lr": 0.5}"#, "c").unwrap(),
+            predicate: Value::Map(Map::new()),
+        };
+        let p = Path::new("index.redb");
+        assert_eq!(
+            RunRecord::decode(rec.identity, &rec.encode(), p).unwrap(),
+            rec
+        );
+        let err = RunRecord::decode(rec.identity, b"\xa0", p).unwrap_err();
+        assert!(matches!(err, Error::Index { .. }), "{err}");
+    }
+
+    #[test]
+    fn another_schema_version_is_cleared_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            let (index, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
+            assert_eq!(opened, Opened::Empty);
+            index
+                .write(|txn| {
+                    let mut meta = txn.open_table(META).unwrap();
+                    meta.insert(SCHEMA_KEY, 99u64.to_le_bytes().as_slice())
+                        .unwrap();
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        assert_eq!(opened, Opened::Empty);
+        let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        assert_eq!(opened, Opened::Current);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        assert_eq!(opened, Opened::Empty);
+    }
+}

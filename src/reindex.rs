@@ -1,0 +1,278 @@
+//! Rebuilding the index from the run directories (FORMAT.md §5.5).
+//!
+//! A pure copy: identities come from `id.json`, never recomputed. A full reindex walks the whole
+//! root in parallel and bulk-loads every table in key order in one write transaction; an
+//! incremental one walks only directories whose mtime changed and patches the index.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::index::{Availability, Index, RunRecord};
+use crate::walk::{self, DirState};
+
+/// Two directories holding one identity: the index keeps `kept`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The identity.
+    pub identity: Identity,
+    /// The location the index points to.
+    pub kept: String,
+    /// Another location with the same identity (nothing is deleted).
+    pub other: String,
+}
+
+/// What a reindex did, by class.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ReindexReport {
+    /// Whether only changed directories were visited.
+    pub incremental: bool,
+    /// Runs in the index afterwards.
+    pub runs: usize,
+    /// Runs new to the index.
+    pub added: usize,
+    /// Runs found at another location than the index had.
+    pub moved: usize,
+    /// Runs whose record changed in place.
+    pub updated: usize,
+    /// Index entries dropped because their directory is gone.
+    pub removed: usize,
+    /// Runs already indexed as they are.
+    pub unchanged: usize,
+    /// Directories listed (an incremental reindex skips unchanged ones).
+    pub listed_dirs: usize,
+    /// Identities held by more than one directory.
+    pub duplicates: Vec<Duplicate>,
+    /// Directories or headers that could not be read, each naming the path; they were skipped.
+    pub errors: Vec<Error>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for ReindexReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} runs in {:.2}s: {} added, {} moved, {} updated, {} removed, {} unchanged; \
+             {} duplicates, {} errors ({} directories listed)",
+            if self.incremental {
+                "incremental reindex:"
+            } else {
+                "reindex:"
+            },
+            self.runs,
+            self.elapsed.as_secs_f64(),
+            self.added,
+            self.moved,
+            self.updated,
+            self.removed,
+            self.unchanged,
+            self.duplicates.len(),
+            self.errors.len(),
+            self.listed_dirs,
+        )
+    }
+}
+
+/// A run seen by this walk.
+struct Seen {
+    location: String,
+    mtime_ns: u64,
+    /// `None` when the directory was unchanged and the index's record stands.
+    record: Option<RunRecord>,
+    identity: Identity,
+}
+
+/// Reindexes `root` into `index`; `progress` is called with the number of runs found so far.
+pub(crate) fn reindex(
+    root: &std::path::Path,
+    index: &Index,
+    incremental: bool,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<ReindexReport> {
+    let start = Instant::now();
+    let (old_runs, old_dirs) = index.snapshot()?;
+    let mut previous: HashMap<String, DirState> = HashMap::new();
+    if incremental {
+        previous = old_dirs;
+        for (loc, (_, mtime)) in &old_runs {
+            previous.insert(
+                loc.clone(),
+                DirState {
+                    mtime_ns: *mtime,
+                    subdirs: None,
+                    recent: *mtime == 0,
+                },
+            );
+        }
+    }
+    let walk = walk::walk(root, &previous, progress);
+    let mut report = ReindexReport {
+        incremental,
+        listed_dirs: walk.listed,
+        errors: walk.errors,
+        ..Default::default()
+    };
+    let stamp = |s: &DirState| if s.recent { 0 } else { s.mtime_ns };
+
+    // Records from the headers read, in parallel (canonicalizing configs is the costly part).
+    let results: Vec<std::result::Result<Seen, Error>> = walk
+        .runs
+        .into_par_iter()
+        .filter_map(|found| {
+            let mtime_ns = walk.dirs.get(&found.location).map_or(0, stamp);
+            match found.header {
+                Some(h) => Some(
+                    RunRecord::from_header(&h, found.location.clone())
+                        .map_err(|e| {
+                            e.in_file(&root.join(&found.location).join(crate::run::ID_FILE))
+                        })
+                        .map(|rec| Seen {
+                            identity: rec.identity,
+                            location: found.location,
+                            mtime_ns,
+                            record: Some(rec),
+                        }),
+                ),
+                None => old_runs.get(&found.location).map(|(id, _)| {
+                    Ok(Seen {
+                        identity: *id,
+                        location: found.location,
+                        mtime_ns,
+                        record: None,
+                    })
+                }),
+            }
+        })
+        .collect();
+    let mut seen = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(s) => seen.push(s),
+            Err(e) => report.errors.push(e),
+        }
+    }
+
+    // One directory per identity: the location the index already has wins (so a copy never
+    // displaces the original), then the first in order; the rest are reported.
+    let old_by_id: HashMap<Identity, &str> = old_runs
+        .iter()
+        .map(|(loc, (id, _))| (*id, loc.as_str()))
+        .collect();
+    let is_indexed = |s: &Seen| old_by_id.get(&s.identity) == Some(&s.location.as_str());
+    seen.sort_unstable_by(|a, b| {
+        a.identity
+            .cmp(&b.identity)
+            .then(is_indexed(b).cmp(&is_indexed(a)))
+            .then(a.location.cmp(&b.location))
+    });
+    let mut kept: Vec<Seen> = Vec::with_capacity(seen.len());
+    for s in seen {
+        match kept.last() {
+            Some(k) if k.identity == s.identity => report.duplicates.push(Duplicate {
+                identity: s.identity,
+                kept: k.location.clone(),
+                other: s.location,
+            }),
+            _ => kept.push(s),
+        }
+    }
+
+    let found_ids: HashSet<Identity> = kept.iter().map(|s| s.identity).collect();
+    // Entries without a directory: dropped when local, kept when another state says the bytes
+    // are elsewhere (remote or evicted).
+    let mut gone = Vec::new();
+    let mut elsewhere = Vec::new();
+    for id in old_by_id.keys().filter(|id| !found_ids.contains(id)) {
+        match index.get(id)? {
+            Some(rec) if rec.state != Availability::Local => elsewhere.push(rec),
+            _ => gone.push(*id),
+        }
+    }
+    report.removed = gone.len();
+
+    // Runs read again at the location the index has: compare with the stored records, fetched
+    // in one read transaction.
+    let same_place: Vec<Identity> = kept
+        .iter()
+        .filter(|s| s.record.is_some() && old_by_id.get(&s.identity) == Some(&s.location.as_str()))
+        .map(|s| s.identity)
+        .collect();
+    let stored: HashMap<Identity, RunRecord> = index
+        .get_many(&same_place)?
+        .into_iter()
+        .map(|r| (r.identity, r))
+        .collect();
+    let mut changed: Vec<(RunRecord, u64)> = Vec::new();
+    let mut stamps_only: Vec<(RunRecord, u64)> = Vec::new();
+    for s in &kept {
+        let Some(rec) = &s.record else {
+            // Directory unchanged since the last walk: its record stands.
+            report.unchanged += 1;
+            continue;
+        };
+        match old_by_id.get(&s.identity) {
+            None => report.added += 1,
+            Some(loc) if *loc != s.location => report.moved += 1,
+            Some(_) if stored.get(&s.identity) == Some(rec) => {
+                report.unchanged += 1;
+                stamps_only.push((rec.clone(), s.mtime_ns));
+                continue;
+            }
+            Some(_) => report.updated += 1,
+        }
+        changed.push((rec.clone(), s.mtime_ns));
+    }
+
+    let mut dirs: Vec<(String, u64, String)> = walk
+        .dirs
+        .iter()
+        .filter_map(|(loc, st)| {
+            st.subdirs
+                .as_ref()
+                .map(|sub| (loc.clone(), stamp(st), sub.join("\0")))
+        })
+        .collect();
+    dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    report.runs = kept.len() + elsewhere.len();
+
+    if incremental {
+        index.write(|txn| {
+            for id in &gone {
+                index.remove(txn, id)?;
+            }
+            for (rec, mtime) in &changed {
+                index.put(txn, rec, *mtime)?;
+            }
+            // A directory read again (its mtime moved) but equal: only its stamp changes.
+            for (rec, mtime) in &stamps_only {
+                index.put(txn, rec, *mtime)?;
+            }
+            index.put_dirs(txn, &dirs)
+        })?;
+    } else {
+        // Full: every record is rebuilt from what was read (or kept from the index when the
+        // bytes live elsewhere), then loaded in key order.
+        let mut all: Vec<(RunRecord, u64)> = Vec::with_capacity(report.runs);
+        for s in kept {
+            match s.record {
+                Some(rec) => all.push((rec, s.mtime_ns)),
+                None => {
+                    if let Some(rec) = index.get(&s.identity)? {
+                        all.push((rec, s.mtime_ns));
+                    }
+                }
+            }
+        }
+        all.extend(elsewhere.into_iter().map(|rec| (rec, 0)));
+        all.sort_unstable_by_key(|(rec, _)| rec.identity);
+        index.write(|txn| index.replace_all(txn, &all, &dirs))?;
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
