@@ -301,16 +301,23 @@ impl Value {
         out
     }
 
-    /// Decodes canonical CBOR; bytes that decode but are not exactly the canonical encoding of
-    /// their value (wrong key order, long-form integers, integral floats, trailing bytes) are
-    /// rejected, so one value has one accepted encoding.
-    pub fn from_canonical_cbor(bytes: &[u8], root: &str) -> Result<Value> {
+    /// Decodes CBOR into a canonical value (validating every value rule) without requiring the
+    /// bytes themselves to be the canonical encoding; for cairn's own records, where the cost of
+    /// re-encoding would dominate a scan.
+    pub fn from_cbor_bytes(bytes: &[u8], root: &str) -> Result<Value> {
         let raw: ciborium::Value = ciborium::de::from_reader_with_recursion_limit(bytes, MAX_DEPTH)
             .map_err(|e| Error::Canonical {
                 path: root.to_owned(),
                 kind: CanonicalErrorKind::Decode(e.to_string()),
             })?;
-        let value = Self::from_cbor_value(raw, root)?;
+        Self::from_cbor_value(raw, root)
+    }
+
+    /// Decodes canonical CBOR; bytes that decode but are not exactly the canonical encoding of
+    /// their value (wrong key order, long-form integers, integral floats, trailing bytes) are
+    /// rejected, so one value has one accepted encoding.
+    pub fn from_canonical_cbor(bytes: &[u8], root: &str) -> Result<Value> {
+        let value = Self::from_cbor_bytes(bytes, root)?;
         if value.to_cbor() != bytes {
             return Err(Error::Canonical {
                 path: root.to_owned(),

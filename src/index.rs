@@ -489,6 +489,43 @@ impl Index {
         Ok(())
     }
 
+    /// Every record satisfying `keep`, scanning 16 identity ranges in parallel (each in its own
+    /// read transaction of one snapshot per range); in identity order.
+    pub fn filter_par(&self, keep: impl Fn(&RunRecord) -> bool + Sync) -> Result<Vec<RunRecord>> {
+        use rayon::prelude::*;
+        let parts: Vec<Result<Vec<RunRecord>>> = (0u8..16)
+            .into_par_iter()
+            .map(|part| {
+                let mut lo = [0u8; 32];
+                let mut hi = [0xffu8; 32];
+                lo[0] = part << 4;
+                hi[0] = (part << 4) | 0x0f;
+                let txn = self
+                    .db
+                    .begin_read()
+                    .map_err(|e| redb_error(&self.path, e))?;
+                let runs = txn
+                    .open_table(RUNS)
+                    .map_err(|e| redb_error(&self.path, e))?;
+                let mut out = Vec::new();
+                for entry in runs.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
+                    let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+                    let rec =
+                        RunRecord::decode(Identity::from_bytes(k.value()), v.value(), &self.path)?;
+                    if keep(&rec) {
+                        out.push(rec);
+                    }
+                }
+                Ok(out)
+            })
+            .collect();
+        let mut all = Vec::new();
+        for part in parts {
+            all.extend(part?);
+        }
+        Ok(all)
+    }
+
     /// Every record of `identities`, those missing skipped.
     pub fn get_many(&self, identities: &[Identity]) -> Result<Vec<RunRecord>> {
         let txn = self

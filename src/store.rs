@@ -349,6 +349,16 @@ impl Store {
         }
     }
 
+    /// The run at `location` (relative to the root), through the index.
+    pub fn at_location(&self, location: &Path) -> Result<Option<Run>> {
+        check_relative(location)?;
+        let loc = location_str(location)?;
+        match self.index()?.at_location(&loc)? {
+            Some(id) => self.load(location, Some(id)),
+            None => Ok(None),
+        }
+    }
+
     /// The run named by a full identity or a unique prefix of at least 8 hex characters, through
     /// the index.
     pub fn resolve(&self, reference: &str) -> Result<Option<Run>> {
@@ -402,17 +412,7 @@ impl Store {
                 recs.retain(|r| query.matches(r));
                 recs
             }
-            None => {
-                let mut recs = Vec::new();
-                let early = query.sort.is_none().then_some(query.limit).flatten();
-                index.for_each(|r| {
-                    if query.matches(&r) {
-                        recs.push(r);
-                    }
-                    early.is_none_or(|n| recs.len() < n)
-                })?;
-                recs
-            }
+            None => index.filter_par(|r| query.matches(r))?,
         };
         Ok(query.finish(hits))
     }

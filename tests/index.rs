@@ -148,6 +148,17 @@ fn find_filters_sorts_and_limits_on_canonical_values() {
     assert_eq!(one.len(), 1);
     let all_eval = store.find(&Query::new().module("eval")).unwrap();
     assert_eq!(all_eval.len(), 10);
+    // Lookup by location, through the index.
+    let loc = std::path::PathBuf::from(&all_eval[0].location);
+    let run = store.at_location(&loc).unwrap().unwrap();
+    assert_eq!(run.identity(), all_eval[0].identity);
+    assert!(
+        store
+            .at_location(Path::new("no/such/run"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.at_location(Path::new("../escape")).is_err());
 }
 
 #[test]
