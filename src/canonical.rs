@@ -187,7 +187,10 @@ pub fn reduce_float(f: f64) -> Result<Value, CanonicalErrorKind> {
     }
 }
 
-fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
+/// `serde_numbers`: read a one-entry map `{NUMBER_TOKEN: text}` as the number the text spells:
+/// that is how a `serde_json::Number` serializes under `arbitrary_precision`. Only values from
+/// [`Value::from_serialize`] can hold one; elsewhere the key is reserved and refused.
+fn from_cbor(v: ciborium::Value, depth: usize, serde_numbers: bool) -> Result<Value, PathError> {
     use ciborium::Value as C;
     Ok(match v {
         C::Null => Value::Null,
@@ -202,18 +205,21 @@ fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
             }
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
-                out.push(from_cbor(item, depth + 1).map_err(|e| e.at(Segment::Index(i)))?);
+                out.push(
+                    from_cbor(item, depth + 1, serde_numbers)
+                        .map_err(|e| e.at(Segment::Index(i)))?,
+                );
             }
             Value::Array(out)
         }
         // A serialized `serde_json::Number` under `arbitrary_precision` (e.g. a `serde_json::Value`
         // inside a config struct): the number its literal spells.
-        C::Map(pairs) if is_json_number(&pairs) => {
+        C::Map(pairs) if serde_numbers && is_json_number(&pairs) => {
             let Some((_, C::Text(lit))) = pairs.into_iter().next() else {
                 unreachable!("checked by is_json_number")
             };
             let n = crate::json::number(&lit).map_err(PathError::new)?;
-            return from_cbor(n, depth);
+            return from_cbor(n, depth, serde_numbers);
         }
         C::Map(pairs) => {
             if depth >= MAX_DEPTH {
@@ -224,7 +230,12 @@ fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
                 let C::Text(k) = k else {
                     return Err(PathError::new(CanonicalErrorKind::NonTextKey));
                 };
-                let v = match from_cbor(v, depth + 1) {
+                if k == crate::json::NUMBER_TOKEN {
+                    return Err(PathError::new(CanonicalErrorKind::Unsupported(
+                        "the map key \"$serde_json::private::Number\" (reserved)",
+                    )));
+                }
+                let v = match from_cbor(v, depth + 1, serde_numbers) {
                     Ok(v) => v,
                     Err(e) => return Err(e.at(Segment::Key(k))),
                 };
@@ -252,7 +263,7 @@ fn is_json_number(pairs: &[(ciborium::Value, ciborium::Value)]) -> bool {
 impl Value {
     /// Canonicalizes a ciborium value; errors name the offending place below `root`.
     pub fn from_cbor_value(v: ciborium::Value, root: &str) -> Result<Value> {
-        from_cbor(v, 0).map_err(|e| e.into_error(root))
+        from_cbor(v, 0, false).map_err(|e| e.into_error(root))
     }
 
     /// Canonicalizes any `Serialize` value (structs become maps keyed by field name) as a field
@@ -266,7 +277,7 @@ impl Value {
                 "a value that serde cannot express in CBOR"
             }),
         })?;
-        from_cbor(raw, 1).map_err(|e| e.into_error(root))
+        from_cbor(raw, 1, true).map_err(|e| e.into_error(root))
     }
 
     /// Parses JSON text strictly (duplicate keys, exact integer literals; see [`crate::json`]).
@@ -277,7 +288,7 @@ impl Value {
     /// Converts a parsed JSON value (numbers kept exact by `arbitrary_precision`) as a field of
     /// an identity document, like [`Value::from_serialize`].
     pub fn from_json_value(v: &serde_json::Value, root: &str) -> Result<Value> {
-        from_cbor(crate::json::to_cbor(v, root)?, 1).map_err(|e| e.into_error(root))
+        from_cbor(crate::json::to_cbor(v, root)?, 1, false).map_err(|e| e.into_error(root))
     }
 
     /// The map inside, if this is a map.

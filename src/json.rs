@@ -21,7 +21,11 @@ pub(crate) const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 /// Parses JSON text into a CBOR data-model value; duplicates are kept for the caller to reject.
 pub fn parse(bytes: &[u8]) -> Result<C> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let v = de.deserialize_any(JsonVisitor).map_err(json_error)?;
+    let range = bytes.as_ptr_range();
+    let seed = Seed {
+        input: (range.start as usize, range.end as usize),
+    };
+    let v = de::DeserializeSeed::deserialize(seed, &mut de).map_err(json_error)?;
     de.end().map_err(json_error)?;
     Ok(v)
 }
@@ -73,17 +77,66 @@ pub fn number(lit: &str) -> Result<C, CanonicalErrorKind> {
     }
 }
 
-struct JsonVisitor;
+/// Deserializes one JSON value. Knows the input's address range, to tell serde_json's number
+/// token (a static string) from a user's map key (always taken from, or unescaped out of, the
+/// input) even when both spell `NUMBER_TOKEN`.
+#[derive(Clone, Copy)]
+struct Seed {
+    /// Start and end address of the input text.
+    input: (usize, usize),
+}
 
-impl<'de> de::Deserialize<'de> for Wrapped {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor).map(Wrapped)
+impl<'de> de::DeserializeSeed<'de> for Seed {
+    type Value = C;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<C, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-struct Wrapped(C);
+/// A map key: a user's text, or serde_json announcing that a number literal follows.
+enum Key {
+    Text(String),
+    NumberToken,
+}
 
-impl<'de> Visitor<'de> for JsonVisitor {
+impl<'de> de::DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct KeySeed {
+    input: (usize, usize),
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key, E> {
+        let at = s.as_ptr() as usize;
+        if s == NUMBER_TOKEN && !(self.input.0..self.input.1).contains(&at) {
+            Ok(Key::NumberToken)
+        } else {
+            Ok(Key::Text(s.to_owned()))
+        }
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+        Ok(Key::Text(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Key, E> {
+        Ok(Key::Text(s))
+    }
+}
+
+impl<'de> Visitor<'de> for Seed {
     type Value = C;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,7 +167,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<C, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(Wrapped(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(self)? {
             items.push(v);
         }
         Ok(C::Array(items))
@@ -122,13 +175,19 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<C, A::Error> {
         let mut pairs = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if pairs.is_empty() && key == NUMBER_TOKEN {
-                let lit: String = map.next_value()?;
-                return number(&lit).map_err(de::Error::custom);
+        let key_seed = KeySeed { input: self.input };
+        while let Some(key) = map.next_key_seed(key_seed)? {
+            match key {
+                Key::NumberToken if pairs.is_empty() => {
+                    let lit: String = map.next_value()?;
+                    return number(&lit).map_err(de::Error::custom);
+                }
+                Key::NumberToken => return Err(de::Error::custom("misplaced number token")),
+                Key::Text(k) => {
+                    let v = map.next_value_seed(self)?;
+                    pairs.push((C::Text(k), v));
+                }
             }
-            let Wrapped(v) = map.next_value()?;
-            pairs.push((C::Text(key), v));
         }
         Ok(C::Map(pairs))
     }

@@ -10,7 +10,7 @@ use crate::identity::{Identity, Prefix};
 use crate::index::{Index, IndexStats, LazyIndex, Opened, RunRecord};
 use crate::query::Query;
 use crate::reindex::{self, ReindexReport};
-use crate::run::{ID_FILE, IdHeader, MODEL_FILE, Model};
+use crate::run::{ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT, Model};
 use crate::walk;
 
 /// Name of the store's metadata directory under the root.
@@ -185,13 +185,38 @@ impl Store {
             .created_by
             .get_or_insert_with(|| self.created_by.clone());
         let header = IdHeader::for_model(&model, identity);
+        let model_bytes = model.to_json_bytes();
+        let header_bytes = header.to_json_bytes();
+        // Never write a run that cairn's own strict readers would refuse (a bad created_at, a
+        // context breaking §2, a config too large for id.json, ...).
+        for (name, bytes, limit) in [
+            (MODEL_FILE, &model_bytes, MODEL_FILE_LIMIT),
+            (ID_FILE, &header_bytes, ID_FILE_LIMIT),
+        ] {
+            let path = Path::new(name);
+            if bytes.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    path: path.into(),
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
+            let check = if name == MODEL_FILE {
+                Model::from_json_bytes(bytes, path).map(drop)
+            } else {
+                IdHeader::from_json_bytes(bytes, path).map(drop)
+            };
+            check.map_err(|e| Error::InvalidModel {
+                reason: e.to_string(),
+            })?;
+        }
 
         let staging = self.root.join(META_DIR).join(TMP_DIR).join(format!(
             "{}.{}",
             identity,
             uuid::Uuid::new_v4().simple()
         ));
-        match self.stage(&staging, &model, &header, &dest) {
+        match self.stage(&staging, &model_bytes, &header_bytes, &dest) {
             Ok(()) => {
                 let parent = dest.parent().expect("placement has a parent");
                 durable::sync_dir(parent)?;
@@ -215,11 +240,11 @@ impl Store {
         }
     }
 
-    fn stage(&self, staging: &Path, model: &Model, header: &IdHeader, dest: &Path) -> Result<()> {
+    fn stage(&self, staging: &Path, model: &[u8], header: &[u8], dest: &Path) -> Result<()> {
         fs::create_dir(staging).map_err(|e| Error::io("create directory", staging, e))?;
-        durable::write_new(&staging.join(MODEL_FILE), &model.to_json_bytes())?;
+        durable::write_new(&staging.join(MODEL_FILE), model)?;
         failpoint("run.after_model")?;
-        durable::write_new(&staging.join(ID_FILE), &header.to_json_bytes())?;
+        durable::write_new(&staging.join(ID_FILE), header)?;
         durable::sync_dir(staging)?;
         failpoint("run.before_rename")?;
         durable::create_dir_all(dest.parent().expect("placement has a parent"))?;

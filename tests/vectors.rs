@@ -9,6 +9,7 @@ const VECTORS: &str = include_str!("vectors/identity-v1.json");
 
 /// Every error class the vectors must exercise.
 const ERROR_CLASSES: &[&str] = &[
+    "reserved-key",
     "duplicate-key",
     "integer-out-of-range",
     "float-overflow",
@@ -121,6 +122,10 @@ fn class_matches(class: &str, err: &Error) -> bool {
             Error::Json { message } => message.contains("overflows a double"),
             _ => false,
         },
+        "reserved-key" => matches!(
+            err,
+            Error::Canonical { kind: K::Unsupported(what), .. } if what.contains("reserved")
+        ),
         "too-deep" => match err {
             Error::Canonical {
                 kind: K::TooDeep, ..

@@ -114,6 +114,8 @@ def _pairs(pairs):
     for k, v in pairs:
         if k in obj:
             raise CairnError("duplicate-key", f"duplicate key {k!r}")
+        if k == "$serde_json::private::Number":
+            raise CairnError("reserved-key", f"reserved key {k!r}")
         obj[k] = v
     return obj
 
