@@ -128,6 +128,7 @@ pub struct Schema {
     defaults_json: serde_json::Map<String, serde_json::Value>,
     defaults: Map,
     non_identifying: Vec<String>,
+    label: Option<String>,
 }
 
 /// JSON form of a [`Schema`] (`{"defaults": {..}, "non_identifying": [..]}`).
@@ -138,6 +139,8 @@ struct SchemaJson {
     defaults: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     non_identifying: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
 }
 
 impl Schema {
@@ -185,8 +188,85 @@ impl Schema {
             defaults_json,
             defaults,
             non_identifying,
+            label: None,
         })
     }
+
+    /// The same schema with a label (a version name such as `"v2"`); not identifying.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// The label, if any.
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+
+    /// The defaults as given (JSON).
+    pub fn defaults_json(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.defaults_json
+    }
+
+    /// A schema from a type's `Default` value (its serialized fields are the defaults).
+    pub fn from_default<T: Serialize + Default>(non_identifying: &[&str]) -> Result<Self> {
+        Self::new(&T::default(), non_identifying)
+    }
+
+    /// Human-readable reasons why `config` reduces differently under `self` than under
+    /// `before` (e.g. "field `epochs` now has default 5"): only changes that touch the config.
+    pub fn explain_change(&self, before: &Schema, config: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let Value::Map(cfg) = config else {
+            return out;
+        };
+        let mut paths = Vec::new();
+        leaf_paths(cfg, "", &mut paths);
+        let old_ni: std::collections::BTreeSet<_> = before.non_identifying.iter().collect();
+        let new_ni: std::collections::BTreeSet<_> = self.non_identifying.iter().collect();
+        for p in new_ni.difference(&old_ni) {
+            if paths.iter().any(|(q, _)| q == *p || q.starts_with(&format!("{p}."))) {
+                out.push(format!("field `{p}` is now non-identifying"));
+            }
+        }
+        for p in old_ni.difference(&new_ni) {
+            if paths.iter().any(|(q, _)| q == *p || q.starts_with(&format!("{p}."))) {
+                out.push(format!("field `{p}` is identifying again"));
+            }
+        }
+        for (path, value) in &paths {
+            let old = lookup(&before.defaults, path);
+            let new = lookup(&self.defaults, path);
+            if old != new && (old == Some(value) || new == Some(value)) {
+                out.push(match new {
+                    Some(d) => format!("field `{path}` now has default {}", d.diagnostic()),
+                    None => format!("field `{path}` no longer has a default"),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Every scalar or list in a map, with its dotted path.
+fn leaf_paths<'a>(m: &'a Map, prefix: &str, out: &mut Vec<(String, &'a Value)>) {
+    for (k, v) in m.iter() {
+        let path = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Map(inner) if !inner.is_empty() => leaf_paths(inner, &path, out),
+            _ => out.push((path, v)),
+        }
+    }
+}
+
+fn lookup<'a>(m: &'a Map, path: &str) -> Option<&'a Value> {
+    match path.split_once('.') {
+        None => m.get(path),
+        Some((head, rest)) => lookup(m.get(head)?.as_map()?, rest),
+    }
+}
+
+impl Schema {
 
     /// The canonical defaults.
     pub fn defaults(&self) -> &Map {
@@ -221,6 +301,7 @@ impl Serialize for Schema {
         SchemaJson {
             defaults: self.defaults_json.clone(),
             non_identifying: self.non_identifying.clone(),
+            label: self.label.clone(),
         }
         .serialize(s)
     }
@@ -229,7 +310,9 @@ impl Serialize for Schema {
 impl<'de> Deserialize<'de> for Schema {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let j = SchemaJson::deserialize(d)?;
-        Schema::from_parts(j.defaults, j.non_identifying).map_err(serde::de::Error::custom)
+        let schema =
+            Schema::from_parts(j.defaults, j.non_identifying).map_err(serde::de::Error::custom)?;
+        Ok(Schema { label: j.label, ..schema })
     }
 }
 

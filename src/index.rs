@@ -34,6 +34,8 @@ const RUNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("runs");
 const LOCATIONS: TableDefinition<&str, ([u8; 32], u64)> = TableDefinition::new("locations");
 /// `modules`: module → identities.
 const MODULES: MultimapTableDefinition<&str, [u8; 32]> = MultimapTableDefinition::new("modules");
+/// `aliases`: an earlier identity of a re-keyed run → its current identity.
+const ALIASES: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("aliases");
 /// `dirs`: location of a non-run directory → (mtime ns, 0 = revisit; subdirectory names, NUL-separated).
 const DIRS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("dirs");
 
@@ -98,6 +100,8 @@ pub struct RunRecord {
     pub config: Value,
     /// The predicate, canonical.
     pub predicate: Value,
+    /// Earlier identities (from `id.json`'s `aliases`).
+    pub aliases: Vec<Identity>,
 }
 
 impl RunRecord {
@@ -114,6 +118,7 @@ impl RunRecord {
                 &serde_json::Value::Object(header.predicate.clone()),
                 "predicate",
             )?,
+            aliases: header.aliases.clone(),
         })
     }
 
@@ -127,6 +132,8 @@ impl RunRecord {
         m.insert("location".into(), Value::Text(self.location.clone()));
         m.insert("predicate".into(), self.predicate.clone());
         m.insert("created_at".into(), Value::Text(self.created_at.clone()));
+        let aliases = self.aliases.iter().map(|a| Value::Bytes(a.as_bytes().to_vec())).collect();
+        m.insert("aliases".into(), Value::Array(aliases));
         Value::Map(m).to_cbor()
     }
 
@@ -156,6 +163,18 @@ impl RunRecord {
         let predicate = m
             .remove("predicate")
             .ok_or_else(|| bad("predicate missing"))?;
+        let Some(Value::Array(raw)) = m.remove("aliases") else {
+            return Err(bad("aliases missing"));
+        };
+        let aliases = raw
+            .into_iter()
+            .map(|a| match a {
+                Value::Bytes(b) => <[u8; 32]>::try_from(b.as_slice())
+                    .map(Identity::from_bytes)
+                    .map_err(|_| bad("alias is not 32 bytes")),
+                _ => Err(bad("alias is not bytes")),
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(RunRecord {
             identity,
             location,
@@ -164,6 +183,7 @@ impl RunRecord {
             created_at,
             config,
             predicate,
+            aliases,
         })
     }
 }
@@ -410,6 +430,38 @@ impl Index {
         }
     }
 
+    /// The current identity of a run re-keyed away from `old`.
+    pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
+        let txn = self.db.begin_read().map_err(|e| redb_error(&self.path, e))?;
+        let t = txn.open_table(ALIASES).map_err(|e| redb_error(&self.path, e))?;
+        Ok(t.get(old.as_bytes())
+            .map_err(|e| redb_error(&self.path, e))?
+            .map(|v| Identity::from_bytes(v.value())))
+    }
+
+    /// Up to `limit` (old, current) aliases whose old identity starts with `prefix`.
+    pub fn aliases_with_prefix(
+        &self,
+        prefix: &Prefix,
+        limit: usize,
+    ) -> Result<Vec<(Identity, Identity)>> {
+        let (lo, hi) = prefix_bounds(prefix.as_str());
+        let txn = self.db.begin_read().map_err(|e| redb_error(&self.path, e))?;
+        let t = txn.open_table(ALIASES).map_err(|e| redb_error(&self.path, e))?;
+        let mut out = Vec::new();
+        for entry in t.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+            let old = Identity::from_bytes(k.value());
+            if prefix.matches(&old) {
+                out.push((old, Identity::from_bytes(v.value())));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` records whose identity starts with `prefix`, in identity order.
     pub fn with_prefix(&self, prefix: &Prefix, limit: usize) -> Result<Vec<RunRecord>> {
         let (lo, hi) = prefix_bounds(prefix.as_str());
@@ -596,7 +648,19 @@ impl Index {
         let mut modules = txn
             .open_multimap_table(MODULES)
             .map_err(|e| redb_error(p, e))?;
+        let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
         let key = rec.identity.as_bytes();
+        for a in &rec.aliases {
+            aliases.insert(a.as_bytes(), key).map_err(|e| redb_error(p, e))?;
+            // A run known under its old identity is now this one.
+            if let Some(stale) = runs.remove(a.as_bytes()).map_err(|e| redb_error(p, e))? {
+                let stale = RunRecord::decode(*a, stale.value(), p)?;
+                stale_location(&mut locs, &stale, p)?;
+                modules
+                    .remove(stale.module.as_str(), a.as_bytes())
+                    .map_err(|e| redb_error(p, e))?;
+            }
+        }
         if let Some(old) = runs.get(key).map_err(|e| redb_error(p, e))? {
             let old = RunRecord::decode(rec.identity, old.value(), p)?;
             if old.location != rec.location {
@@ -631,14 +695,10 @@ impl Index {
         };
         let old = RunRecord::decode(*identity, old.value(), p)?;
         let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
-        // Only if the location still names this run (a duplicate may hold it).
-        let here = locs
-            .get(old.location.as_str())
-            .map_err(|e| redb_error(p, e))?
-            .is_some_and(|v| v.value().0 == *identity.as_bytes());
-        if here {
-            locs.remove(old.location.as_str())
-                .map_err(|e| redb_error(p, e))?;
+        stale_location(&mut locs, &old, p)?;
+        let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
+        for a in &old.aliases {
+            aliases.remove(a.as_bytes()).map_err(|e| redb_error(p, e))?;
         }
         let mut modules = txn
             .open_multimap_table(MODULES)
@@ -701,6 +761,17 @@ impl Index {
                 modules.insert(module, id).map_err(|e| redb_error(p, e))?;
             }
         }
+        {
+            let mut pairs: Vec<([u8; 32], [u8; 32])> = records
+                .iter()
+                .flat_map(|(r, _)| r.aliases.iter().map(|a| (*a.as_bytes(), *r.identity.as_bytes())))
+                .collect();
+            pairs.sort_unstable();
+            let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
+            for (old, new) in pairs {
+                aliases.insert(old, new).map_err(|e| redb_error(p, e))?;
+            }
+        }
         self.put_dirs(txn, dirs)
     }
 
@@ -746,6 +817,22 @@ impl Index {
     }
 }
 
+/// Drops `rec`'s location entry if it still names `rec` (a duplicate may hold it).
+fn stale_location(
+    locs: &mut redb::Table<&str, ([u8; 32], u64)>,
+    rec: &RunRecord,
+    p: &Path,
+) -> Result<()> {
+    let here = locs
+        .get(rec.location.as_str())
+        .map_err(|e| redb_error(p, e))?
+        .is_some_and(|v| v.value().0 == *rec.identity.as_bytes());
+    if here {
+        locs.remove(rec.location.as_str()).map_err(|e| redb_error(p, e))?;
+    }
+    Ok(())
+}
+
 /// Empties the data tables, leaving each present (readers never meet a missing table).
 fn clear_tables(txn: &WriteTransaction, path: &Path) -> Result<()> {
     let e = |e: redb::TableError| redb_error(path, e);
@@ -753,6 +840,8 @@ fn clear_tables(txn: &WriteTransaction, path: &Path) -> Result<()> {
     txn.delete_table(LOCATIONS).map_err(e)?;
     txn.delete_multimap_table(MODULES).map_err(e)?;
     txn.delete_table(DIRS).map_err(e)?;
+    txn.delete_table(ALIASES).map_err(e)?;
+    txn.open_table(ALIASES).map_err(e)?;
     txn.open_table(RUNS).map_err(e)?;
     txn.open_table(LOCATIONS).map_err(e)?;
     txn.open_multimap_table(MODULES).map_err(e)?;
@@ -800,6 +889,7 @@ mod tests {
             created_at: "2026-11-22T08:00:00Z".into(),
             config: Value::from_json_slice(br#"{"lr": 0.5}"#, "c").unwrap(),
             predicate: Value::Map(Map::new()),
+            aliases: vec![Identity::from_bytes([9; 32])],
         };
         let p = Path::new("index.redb");
         assert_eq!(

@@ -41,6 +41,7 @@ pub mod json;
 pub mod query;
 pub mod reindex;
 pub mod run;
+pub mod schemas;
 pub mod store;
 pub mod walk;
 

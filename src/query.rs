@@ -261,6 +261,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             config: Value::from_json_slice(config.as_bytes(), "c").unwrap(),
             predicate: Value::from_json_slice(br#"{"split": "val"}"#, "p").unwrap(),
+            aliases: Vec::new(),
         }
     }
 

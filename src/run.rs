@@ -197,6 +197,9 @@ pub struct IdHeader {
     pub predicate: JsonMap<String, Json>,
     /// RFC 3339 UTC creation time.
     pub created_at: String,
+    /// Earlier identities of this run, oldest first, left by `repair --rekey`; lookups by any of
+    /// them find the run.
+    pub aliases: Vec<Identity>,
     /// Unknown fields, kept.
     pub extra: JsonMap<String, Json>,
 }
@@ -210,6 +213,7 @@ impl IdHeader {
             config: model.config.clone(),
             predicate: model.predicate.clone(),
             created_at: model.created_at.clone().unwrap_or_default(),
+            aliases: Vec::new(),
             extra: JsonMap::new(),
         }
     }
@@ -223,6 +227,10 @@ impl IdHeader {
         m.insert("config".into(), self.config.clone());
         m.insert("predicate".into(), Json::Object(self.predicate.clone()));
         m.insert("created_at".into(), Json::String(self.created_at.clone()));
+        if !self.aliases.is_empty() {
+            let aliases = self.aliases.iter().map(|a| Json::String(a.to_hex())).collect();
+            m.insert("aliases".into(), Json::Array(aliases));
+        }
         pretty(&Json::Object(m))
     }
 
@@ -243,12 +251,20 @@ impl IdHeader {
         let predicate = take_object(&mut m, "predicate", path)?;
         let created_at =
             take_time(&mut m, path)?.ok_or_else(|| Error::format(path, "created_at is missing"))?;
+        let aliases = take_strings(&mut m, "aliases", path)?
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e: Error| Error::format(path, format!("aliases: {e}")))
+            })
+            .collect::<Result<Vec<Identity>>>()?;
         Ok(IdHeader {
             identity,
             module,
             config,
             predicate,
             created_at,
+            aliases,
             extra: m,
         })
     }

@@ -163,8 +163,8 @@ impl Store {
         let identity = model.identity()?;
         let index = self.try_index()?;
         if let Some(index) = index
-            && let Some(rec) = index.get(&identity)?
-            && let Some(run) = self.load(Path::new(&rec.location), Some(identity))?
+            && let Some(rec) = lookup(index, &identity)?
+            && let Some(run) = self.load(Path::new(&rec.location), Some(rec.identity))?
         {
             return Ok(run);
         }
@@ -367,9 +367,10 @@ impl Store {
     }
 
     /// The run with this identity, through the index.
+    /// A re-keyed run is found by any of its earlier identities too.
     pub fn get(&self, identity: &Identity) -> Result<Option<Run>> {
-        match self.index()?.get(identity)? {
-            Some(rec) => self.load(Path::new(&rec.location), Some(*identity)),
+        match lookup(self.index()?, identity)? {
+            Some(rec) => self.load(Path::new(&rec.location), Some(rec.identity)),
             None => Ok(None),
         }
     }
@@ -385,34 +386,30 @@ impl Store {
     }
 
     /// The run named by a full identity or a unique prefix of at least 8 hex characters, through
-    /// the index.
+    /// the index (earlier identities of re-keyed runs included).
     pub fn resolve(&self, reference: &str) -> Result<Option<Run>> {
-        let prefix = Prefix::parse(reference)?;
-        let index = self.index()?;
-        let mut hits = index.with_prefix(&prefix, 2)?;
-        match hits.len() {
-            0 => Ok(None),
-            1 => {
-                let rec = hits.pop().expect("one hit");
-                self.load(Path::new(&rec.location), Some(rec.identity))
-            }
-            _ => Err(Error::AmbiguousPrefix {
-                prefix: reference.to_owned(),
-                matches: index.with_prefix(&prefix, usize::MAX)?.len(),
-            }),
+        match self.record_of(reference)? {
+            Some(rec) => self.load(Path::new(&rec.location), Some(rec.identity)),
+            None => Ok(None),
         }
     }
 
-    /// The index record named by a full identity or a unique prefix.
+    /// The index record named by a full identity or a unique prefix (earlier identities of
+    /// re-keyed runs included).
     pub fn record_of(&self, reference: &str) -> Result<Option<RunRecord>> {
         let prefix = Prefix::parse(reference)?;
         let index = self.index()?;
         let mut hits = index.with_prefix(&prefix, 2)?;
+        if hits.is_empty() {
+            for (_, current) in index.aliases_with_prefix(&prefix, 2)? {
+                hits.extend(index.get(&current)?);
+            }
+        }
         match hits.len() {
             0 | 1 => Ok(hits.pop()),
             _ => Err(Error::AmbiguousPrefix {
                 prefix: reference.to_owned(),
-                matches: index.with_prefix(&prefix, usize::MAX)?.len(),
+                matches: index.with_prefix(&prefix, usize::MAX)?.len().max(2),
             }),
         }
     }
@@ -445,6 +442,17 @@ impl Store {
     /// Counts per module and state, and the index size.
     pub fn stats(&self) -> Result<IndexStats> {
         self.index()?.stats()
+    }
+}
+
+/// The record of `identity`, or of the run re-keyed away from it.
+fn lookup(index: &Index, identity: &Identity) -> Result<Option<RunRecord>> {
+    match index.get(identity)? {
+        Some(rec) => Ok(Some(rec)),
+        None => match index.alias(identity)? {
+            Some(current) => index.get(&current),
+            None => Ok(None),
+        },
     }
 }
 

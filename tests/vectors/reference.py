@@ -192,7 +192,7 @@ def document(request):
     schema = request.get("schema", {})
     if not isinstance(schema, dict):
         raise CairnError("invalid-schema", "schema is not a map")
-    unknown = set(schema) - {"defaults", "non_identifying"}
+    unknown = set(schema) - {"defaults", "non_identifying", "label"}
     if unknown:
         raise CairnError("invalid-schema", f"unknown schema keys {sorted(unknown)}")
     defaults = schema.get("defaults", {})
