@@ -1,7 +1,8 @@
 //! Identity throughput: identity v1 of a realistic ~1 KiB config, from a serde struct, from JSON
 //! text and through a schema, each measured beside a baseline in the same run (see BENCHMARKS.md).
 //!
-//! Run with `cargo bench --bench identity`.
+//! Run with `cargo bench --bench identity`. Warm-up and measurement windows are short (1 s + 3 s)
+//! so that each benchmark and its baseline run seconds apart, under the same machine load.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -158,7 +159,8 @@ fn bench_identity(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("identity_struct");
     g.throughput(Throughput::Elements(1))
-        .measurement_time(Duration::from_secs(5));
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     g.bench_function("identity", |b| {
         b.iter(|| cairn::identity(black_box(MODULE), black_box(&cfg), &cairn::Empty).unwrap())
     });
@@ -183,7 +185,8 @@ fn bench_identity(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("identity_json");
     g.throughput(Throughput::Elements(1))
-        .measurement_time(Duration::from_secs(5));
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     g.bench_function("identity_of_json", |b| {
         b.iter(|| cairn::identity_of_json(black_box(&request)).unwrap())
     });
@@ -205,6 +208,7 @@ fn bench_identity(c: &mut Criterion) {
     let document = cairn::document_of_json(&request).expect("document");
     let mut g = c.benchmark_group("identity_struct_stages");
     g.throughput(Throughput::Elements(1))
+        .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     g.bench_function("ciborium_value_serialized", |b| {
         b.iter(|| ciborium::Value::serialized(black_box(&cfg)).unwrap())

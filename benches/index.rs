@@ -850,6 +850,20 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
             Some(t <= Duration::from_millis(target)),
         );
     }
+    let mut excl_t = Vec::new();
+    for _ in 0..passes {
+        let t = Instant::now();
+        black_box(excl.scan(&needle));
+        excl_t.push(t.elapsed());
+    }
+    table.time(
+        "  raw redb scan, default ExclusiveWriter mode",
+        n,
+        median(excl_t),
+        Some(("MultiWriter", median(scan_t))),
+        "-",
+        None,
+    );
     drop((raw, excl));
     let _ = fs::remove_file(raw_path);
     let _ = fs::remove_file(excl_path);

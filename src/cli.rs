@@ -83,6 +83,26 @@ enum Command {
     Find(Box<FindArgs>),
     /// Counts per module and state, and the index size.
     Stats,
+    /// Re-derive every run's identity with the current schemas (`.cairn/schemas/*.json`) and
+    /// compare with id.json and the index. Exit 1 when anything is found.
+    Verify {
+        /// Only runs of this module.
+        #[arg(long)]
+        module: Option<String>,
+        /// Only runs whose identity starts with this prefix (8+ hex characters).
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Fix what verify finds when the fix needs no guessing: the index always; identity drift
+    /// with --rekey; duplicate directories with --force.
+    Repair {
+        /// Rewrite id.json of drifted runs to the re-derived identity (the old one stays an alias).
+        #[arg(long)]
+        rekey: bool,
+        /// Delete the extra directories of duplicate identities.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -164,6 +184,9 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Exit code 1: a check found problems.
+const FOUND_PROBLEMS: u8 = 1;
+
 fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Id { file, explain } => cmd_id(cli, file, *explain),
@@ -178,6 +201,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Find(args) => cmd_find(cli, args),
         Command::Stats => cmd_stats(cli),
+        Command::Verify { module, prefix } => cmd_verify(cli, module.clone(), prefix.as_deref()),
+        Command::Repair { rekey, force } => cmd_repair(cli, *rekey, *force),
     }
 }
 
@@ -502,4 +527,115 @@ fn cmd_stats(cli: &Cli) -> Result<(), Failure> {
         stats.file_bytes,
         stats.file_bytes as f64 / stats.runs.max(1) as f64
     ))
+}
+
+fn load_schemas(store: &Store) -> Result<cairn::schemas::Schemas, Failure> {
+    let dir = store
+        .root()
+        .join(cairn::store::META_DIR)
+        .join(cairn::schemas::SCHEMAS_DIR);
+    Ok(cairn::schemas::Schemas::load_dir(&dir)?)
+}
+
+fn spinner(what: &str) -> indicatif::ProgressBar {
+    // Drawn on a terminal only; hidden when stderr is redirected.
+    indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {{pos}} {what} ({{per_sec}})"
+        ))
+        .expect("valid template"),
+    )
+}
+
+fn finding_json(f: &cairn::verify::Finding) -> serde_json::Value {
+    json!({
+        "class": f.kind.as_str(),
+        "identity": f.identity.map(|i| i.to_hex()),
+        "location": f.location,
+        "detail": f.detail,
+        "derived": f.derived.map(|i| i.to_hex()),
+    })
+}
+
+fn cmd_verify(cli: &Cli, module: Option<String>, prefix: Option<&str>) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let schemas = load_schemas(&store)?;
+    let mut opts = cairn::verify::VerifyOptions::default();
+    opts.module = module;
+    opts.prefix = prefix.map(cairn::Prefix::parse).transpose()?;
+    let bar = spinner("runs");
+    let report = store.verify(&schemas, &opts, &|n| {
+        if n % 1024 == 0 {
+            bar.set_position(n as u64);
+        }
+    })?;
+    bar.finish_and_clear();
+    for f in &report.findings {
+        if cli.json {
+            out(finding_json(f))?;
+        } else {
+            out(f)?;
+        }
+    }
+    if !cli.json {
+        out(format!(
+            "verified {} runs in {:.2}s",
+            report.runs,
+            report.elapsed.as_secs_f64()
+        ))?;
+        for (kind, n) in report.counts() {
+            out(format!("{n:>10}  {}", kind.as_str()))?;
+        }
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: FOUND_PROBLEMS,
+            message: format!("{} findings", report.findings.len()),
+        })
+    }
+}
+
+fn cmd_repair(cli: &Cli, rekey: bool, force: bool) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let schemas = load_schemas(&store)?;
+    let report = store.repair(
+        &schemas,
+        cairn::repair::RepairOptions::default()
+            .rekey(rekey)
+            .force(force),
+    )?;
+    for r in &report.rekeyed {
+        if cli.json {
+            out(json!({"rekeyed": r.location, "old": r.old.to_hex(), "new": r.new.to_hex()}))?;
+        } else {
+            out(format!("re-keyed  {}  {} -> {}", r.location, r.old, r.new))?;
+        }
+    }
+    for d in &report.deleted {
+        if cli.json {
+            out(json!({"deleted": d}))?;
+        } else {
+            out(format!("deleted   {d}"))?;
+        }
+    }
+    for f in &report.left {
+        if cli.json {
+            out(json!({"left": finding_json(f)}))?;
+        } else {
+            out(format!("left      {f}"))?;
+        }
+    }
+    if cli.json {
+        out(json!({
+            "index": {"added": report.reindex.added, "moved": report.reindex.moved,
+                      "updated": report.reindex.updated, "removed": report.reindex.removed},
+            "rekeyed": report.rekeyed.len(),
+            "deleted": report.deleted.len(),
+            "left": report.left.len(),
+        }))
+    } else {
+        out(&report)
+    }
 }

@@ -225,12 +225,18 @@ impl Schema {
         let old_ni: std::collections::BTreeSet<_> = before.non_identifying.iter().collect();
         let new_ni: std::collections::BTreeSet<_> = self.non_identifying.iter().collect();
         for p in new_ni.difference(&old_ni) {
-            if paths.iter().any(|(q, _)| q == *p || q.starts_with(&format!("{p}."))) {
+            if paths
+                .iter()
+                .any(|(q, _)| q == *p || q.starts_with(&format!("{p}.")))
+            {
                 out.push(format!("field `{p}` is now non-identifying"));
             }
         }
         for p in old_ni.difference(&new_ni) {
-            if paths.iter().any(|(q, _)| q == *p || q.starts_with(&format!("{p}."))) {
+            if paths
+                .iter()
+                .any(|(q, _)| q == *p || q.starts_with(&format!("{p}.")))
+            {
                 out.push(format!("field `{p}` is identifying again"));
             }
         }
@@ -251,7 +257,11 @@ impl Schema {
 /// Every scalar or list in a map, with its dotted path.
 fn leaf_paths<'a>(m: &'a Map, prefix: &str, out: &mut Vec<(String, &'a Value)>) {
     for (k, v) in m.iter() {
-        let path = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             Value::Map(inner) if !inner.is_empty() => leaf_paths(inner, &path, out),
             _ => out.push((path, v)),
@@ -267,7 +277,6 @@ fn lookup<'a>(m: &'a Map, path: &str) -> Option<&'a Value> {
 }
 
 impl Schema {
-
     /// The canonical defaults.
     pub fn defaults(&self) -> &Map {
         &self.defaults
@@ -312,7 +321,10 @@ impl<'de> Deserialize<'de> for Schema {
         let j = SchemaJson::deserialize(d)?;
         let schema =
             Schema::from_parts(j.defaults, j.non_identifying).map_err(serde::de::Error::custom)?;
-        Ok(Schema { label: j.label, ..schema })
+        Ok(Schema {
+            label: j.label,
+            ..schema
+        })
     }
 }
 

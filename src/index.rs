@@ -132,7 +132,11 @@ impl RunRecord {
         m.insert("location".into(), Value::Text(self.location.clone()));
         m.insert("predicate".into(), self.predicate.clone());
         m.insert("created_at".into(), Value::Text(self.created_at.clone()));
-        let aliases = self.aliases.iter().map(|a| Value::Bytes(a.as_bytes().to_vec())).collect();
+        let aliases = self
+            .aliases
+            .iter()
+            .map(|a| Value::Bytes(a.as_bytes().to_vec()))
+            .collect();
         m.insert("aliases".into(), Value::Array(aliases));
         Value::Map(m).to_cbor()
     }
@@ -432,8 +436,13 @@ impl Index {
 
     /// The current identity of a run re-keyed away from `old`.
     pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
-        let txn = self.db.begin_read().map_err(|e| redb_error(&self.path, e))?;
-        let t = txn.open_table(ALIASES).map_err(|e| redb_error(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let t = txn
+            .open_table(ALIASES)
+            .map_err(|e| redb_error(&self.path, e))?;
         Ok(t.get(old.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?
             .map(|v| Identity::from_bytes(v.value())))
@@ -446,8 +455,13 @@ impl Index {
         limit: usize,
     ) -> Result<Vec<(Identity, Identity)>> {
         let (lo, hi) = prefix_bounds(prefix.as_str());
-        let txn = self.db.begin_read().map_err(|e| redb_error(&self.path, e))?;
-        let t = txn.open_table(ALIASES).map_err(|e| redb_error(&self.path, e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let t = txn
+            .open_table(ALIASES)
+            .map_err(|e| redb_error(&self.path, e))?;
         let mut out = Vec::new();
         for entry in t.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
             let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
@@ -651,7 +665,9 @@ impl Index {
         let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
         let key = rec.identity.as_bytes();
         for a in &rec.aliases {
-            aliases.insert(a.as_bytes(), key).map_err(|e| redb_error(p, e))?;
+            aliases
+                .insert(a.as_bytes(), key)
+                .map_err(|e| redb_error(p, e))?;
             // A run known under its old identity is now this one.
             if let Some(stale) = runs.remove(a.as_bytes()).map_err(|e| redb_error(p, e))? {
                 let stale = RunRecord::decode(*a, stale.value(), p)?;
@@ -764,7 +780,11 @@ impl Index {
         {
             let mut pairs: Vec<([u8; 32], [u8; 32])> = records
                 .iter()
-                .flat_map(|(r, _)| r.aliases.iter().map(|a| (*a.as_bytes(), *r.identity.as_bytes())))
+                .flat_map(|(r, _)| {
+                    r.aliases
+                        .iter()
+                        .map(|a| (*a.as_bytes(), *r.identity.as_bytes()))
+                })
                 .collect();
             pairs.sort_unstable();
             let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
@@ -828,7 +848,8 @@ fn stale_location(
         .map_err(|e| redb_error(p, e))?
         .is_some_and(|v| v.value().0 == *rec.identity.as_bytes());
     if here {
-        locs.remove(rec.location.as_str()).map_err(|e| redb_error(p, e))?;
+        locs.remove(rec.location.as_str())
+            .map_err(|e| redb_error(p, e))?;
     }
     Ok(())
 }

@@ -40,9 +40,11 @@ pub mod index;
 pub mod json;
 pub mod query;
 pub mod reindex;
+pub mod repair;
 pub mod run;
 pub mod schemas;
 pub mod store;
+pub mod verify;
 pub mod walk;
 
 pub use error::{CanonicalErrorKind, Error, Result};

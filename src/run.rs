@@ -228,7 +228,11 @@ impl IdHeader {
         m.insert("predicate".into(), Json::Object(self.predicate.clone()));
         m.insert("created_at".into(), Json::String(self.created_at.clone()));
         if !self.aliases.is_empty() {
-            let aliases = self.aliases.iter().map(|a| Json::String(a.to_hex())).collect();
+            let aliases = self
+                .aliases
+                .iter()
+                .map(|a| Json::String(a.to_hex()))
+                .collect();
             m.insert("aliases".into(), Json::Array(aliases));
         }
         pretty(&Json::Object(m))

@@ -89,7 +89,10 @@ impl Schemas {
             let schema: Schema = serde_json::from_value(serde_json::Value::Object(obj))
                 .map_err(|e| Error::format(&path, format!("schema: {e}")))?;
             if out.by_module.insert(module.clone(), schema).is_some() {
-                return Err(Error::format(&path, format!("a second schema for module {module:?}")));
+                return Err(Error::format(
+                    &path,
+                    format!("a second schema for module {module:?}"),
+                ));
             }
         }
         Ok(out)
@@ -111,9 +114,17 @@ mod tests {
         let s = Schemas::load_dir(dir.path()).unwrap();
         assert_eq!(s.get("train").label(), Some("v2"));
         assert!(s.get("other").is_empty());
-        std::fs::write(dir.path().join("bad.json"), r#"{"module": "x", "defualts": {}}"#).unwrap();
+        std::fs::write(
+            dir.path().join("bad.json"),
+            r#"{"module": "x", "defualts": {}}"#,
+        )
+        .unwrap();
         let err = Schemas::load_dir(dir.path()).unwrap_err();
         assert!(err.to_string().contains("bad.json"), "{err}");
-        assert!(Schemas::load_dir(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(
+            Schemas::load_dir(&dir.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -10,7 +10,10 @@ use crate::identity::{Identity, Prefix};
 use crate::index::{Index, IndexStats, LazyIndex, Opened, RunRecord};
 use crate::query::Query;
 use crate::reindex::{self, ReindexReport};
+use crate::repair::{self, RepairOptions, RepairReport};
 use crate::run::{ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT, Model};
+use crate::schemas::Schemas;
+use crate::verify::{self, VerifyOptions, VerifyReport};
 use crate::walk;
 
 /// Name of the store's metadata directory under the root.
@@ -327,7 +330,10 @@ impl Store {
             Ok(_) => {}
         }
         let header = IdHeader::read(&path)?;
-        if let Some(want) = expected.filter(|want| *want != header.identity) {
+        // An earlier identity of a re-keyed run names it too (the index may lag a re-key).
+        if let Some(want) =
+            expected.filter(|want| *want != header.identity && !header.aliases.contains(want))
+        {
             return Err(Error::format(
                 path.join(ID_FILE),
                 format!(
@@ -422,6 +428,23 @@ impl Store {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<ReindexReport> {
         reindex::reindex(&self.root, self.index()?, incremental, progress)
+    }
+
+    /// Re-derives every run's identity with `schemas` and compares it with `id.json` and the
+    /// index; read-only. `progress` is called with the number of runs found so far.
+    pub fn verify(
+        &self,
+        schemas: &Schemas,
+        opts: &VerifyOptions,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<VerifyReport> {
+        let records = self.index()?.filter_par(|_| true)?;
+        verify::verify(self, records, schemas, opts, progress)
+    }
+
+    /// Fixes what [`Store::verify`] finds when the fix needs no guessing.
+    pub fn repair(&self, schemas: &Schemas, opts: RepairOptions) -> Result<RepairReport> {
+        repair::repair(self, schemas, opts)
     }
 
     /// Index records matching `query`.

@@ -1,0 +1,168 @@
+//! `repair`: fix what `verify` finds when the fix needs no guessing (FORMAT.md §6.3).
+//! Idempotent (a second run has nothing to do) and crash-safe (each step is atomic, and an
+//! interrupted repair is completed by the next one).
+
+use std::fmt;
+use std::fs;
+
+use crate::durable::{self, failpoint};
+use crate::error::Result;
+use crate::identity::Identity;
+use crate::reindex::ReindexReport;
+use crate::run::{ID_FILE, IdHeader};
+use crate::schemas::Schemas;
+use crate::store::{META_DIR, Store};
+use crate::verify::{Finding, FindingKind, VerifyOptions};
+
+/// What `repair` may change beyond the index.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct RepairOptions {
+    /// Rewrite `id.json` of runs with identity drift to their re-derived identity, keeping the
+    /// old one in `aliases`.
+    pub rekey: bool,
+    /// Delete the extra directories of duplicate identities (the indexed one is kept).
+    pub force: bool,
+}
+
+impl RepairOptions {
+    /// Also re-key runs with identity drift.
+    pub fn rekey(mut self, yes: bool) -> Self {
+        self.rekey = yes;
+        self
+    }
+
+    /// Also delete duplicate directories.
+    pub fn force(mut self, yes: bool) -> Self {
+        self.force = yes;
+        self
+    }
+}
+
+/// A run whose `id.json` was re-keyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// The run directory.
+    pub location: String,
+    /// The identity it had (now in `aliases`).
+    pub old: Identity,
+    /// The identity it has.
+    pub new: Identity,
+}
+
+/// What `repair` did, and what it left.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// The reconciliation of the index with the directories.
+    pub reindex: ReindexReport,
+    /// Runs re-keyed.
+    pub rekeyed: Vec<Rekeyed>,
+    /// Duplicate directories deleted (`force`).
+    pub deleted: Vec<String>,
+    /// Findings not fixed: identity drift without `rekey` (or whose new identity another run
+    /// holds), duplicates without `force`, header mismatches, unreadable runs.
+    pub left: Vec<Finding>,
+}
+
+impl RepairReport {
+    /// True when the repair changed nothing.
+    pub fn did_nothing(&self) -> bool {
+        self.rekeyed.is_empty()
+            && self.deleted.is_empty()
+            && self.reindex.added + self.reindex.moved + self.reindex.updated + self.reindex.removed
+                == 0
+    }
+}
+
+impl fmt::Display for RepairReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "repair: index {} added, {} moved, {} updated, {} removed; {} re-keyed; {} duplicate \
+             directories deleted; {} findings left",
+            self.reindex.added,
+            self.reindex.moved,
+            self.reindex.updated,
+            self.reindex.removed,
+            self.rekeyed.len(),
+            self.deleted.len(),
+            self.left.len()
+        )
+    }
+}
+
+pub(crate) fn repair(
+    store: &Store,
+    schemas: &Schemas,
+    opts: RepairOptions,
+) -> Result<RepairReport> {
+    let found = store.verify(schemas, &VerifyOptions::default(), &|_| {})?;
+    let mut left = Vec::new();
+    let mut rekeyed = Vec::new();
+    let mut deleted = Vec::new();
+    // New identities handed out by this repair: two runs that differed only in a field now
+    // non-identifying drift onto one identity, and only the first may take it.
+    let mut assigned = std::collections::HashSet::new();
+
+    for f in found.findings {
+        match (f.kind, &f.location, f.identity, f.derived) {
+            (FindingKind::IdentityDrift, Some(location), Some(old), Some(new)) if opts.rekey => {
+                // Never re-key onto an identity another run holds: that would make a duplicate.
+                if store
+                    .get(&new)?
+                    .is_some_and(|r| r.location().to_str() != Some(location))
+                    || !assigned.insert(new)
+                {
+                    left.push(Finding {
+                        detail: format!(
+                            "{} (not re-keyed: {new} belongs to another run)",
+                            f.detail
+                        ),
+                        ..f
+                    });
+                    continue;
+                }
+                let dir = store.root().join(location);
+                let mut header = IdHeader::read(&dir)?;
+                if header.identity != old {
+                    continue; // changed since verify read it
+                }
+                header.aliases.retain(|a| *a != new);
+                header.aliases.push(old);
+                header.identity = new;
+                durable::replace_file(&dir.join(ID_FILE), &header.to_json_bytes())?;
+                failpoint("repair.after_rekey")?;
+                rekeyed.push(Rekeyed {
+                    location: location.clone(),
+                    old,
+                    new,
+                });
+            }
+            (FindingKind::Duplicate, Some(location), ..) if opts.force => {
+                // Renamed out of the tree first, so no half-deleted run is ever visible.
+                let dir = store.root().join(location);
+                let trash = store
+                    .root()
+                    .join(META_DIR)
+                    .join("tmp")
+                    .join(format!("deleted.{}", uuid::Uuid::new_v4().simple()));
+                fs::rename(&dir, &trash).map_err(|e| crate::Error::io("rename", &dir, e))?;
+                durable::sync_dir(dir.parent().unwrap_or(store.root()))?;
+                failpoint("repair.after_unlink")?;
+                fs::remove_dir_all(&trash).map_err(|e| crate::Error::io("remove", &trash, e))?;
+                deleted.push(location.clone());
+            }
+            // The index is reconciled below, as a whole.
+            (FindingKind::IndexDrift, ..) => {}
+            _ => left.push(f),
+        }
+    }
+    let reindex = store.reindex(false, &|_| {})?;
+    Ok(RepairReport {
+        reindex,
+        rekeyed,
+        deleted,
+        left,
+    })
+}
