@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -233,14 +232,15 @@ type OpenResult = mpsc::Receiver<Result<(Index, Opened)>>;
 pub(crate) type Snapshot = (HashMap<String, (Identity, u64)>, HashMap<String, DirState>);
 
 /// An index opened on a helper thread. redb's open waits, without bound, while another process
-/// is inside a write transaction; this bounds the caller's wait. After one wait has run out,
-/// later calls only poll, so a batch does not pay the timeout once per item.
+/// is inside a write transaction; this bounds the caller's wait. For one timeout after a wait has
+/// run out, calls only poll, so a batch does not pay the timeout once per item; then they wait
+/// again.
 pub(crate) struct LazyIndex {
     path: PathBuf,
     write_timeout: Duration,
     cell: OnceLock<Index>,
     pending: Mutex<Option<OpenResult>>,
-    gave_up: AtomicBool,
+    gave_up_at: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for LazyIndex {
@@ -259,7 +259,7 @@ impl LazyIndex {
             write_timeout,
             cell: OnceLock::new(),
             pending: Mutex::new(None),
-            gave_up: AtomicBool::new(false),
+            gave_up_at: Mutex::new(None),
         };
         *lazy.pending.lock().expect("index lock") = Some(lazy.spawn());
         lazy
@@ -296,7 +296,9 @@ impl LazyIndex {
             return Ok(Some((index, Opened::Current)));
         }
         let rx = pending.get_or_insert_with(|| self.spawn());
-        let wait = if self.gave_up.load(Ordering::Relaxed) {
+        let mut gave_up_at = self.gave_up_at.lock().expect("index lock");
+        let polling = gave_up_at.is_some_and(|t| t.elapsed() < self.write_timeout);
+        let wait = if polling {
             Duration::ZERO
         } else {
             self.write_timeout
@@ -304,7 +306,7 @@ impl LazyIndex {
         match rx.recv_timeout(wait) {
             Ok(Ok((index, opened))) => {
                 *pending = None;
-                self.gave_up.store(false, Ordering::Relaxed);
+                *gave_up_at = None;
                 let index = self.cell.get_or_init(|| index);
                 Ok(Some((index, opened)))
             }
@@ -313,7 +315,9 @@ impl LazyIndex {
                 Err(e)
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.gave_up.store(true, Ordering::Relaxed);
+                if !polling {
+                    *gave_up_at = Some(Instant::now());
+                }
                 Ok(None)
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
