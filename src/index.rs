@@ -392,6 +392,18 @@ impl Index {
         &self.path
     }
 
+    /// `def` in a fresh read snapshot (the table keeps its transaction alive).
+    fn read<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<redb::ReadOnlyTable<K, V>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        txn.open_table(def).map_err(|e| redb_error(&self.path, e))
+    }
+
     /// Runs `f` in a write transaction and commits it. Waits for the write slot (another process
     /// or thread writing) with exponential backoff, at most the configured timeout.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
@@ -422,13 +434,7 @@ impl Index {
 
     /// The record of `identity`.
     pub fn get(&self, identity: &Identity) -> Result<Option<RunRecord>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let runs = txn
-            .open_table(RUNS)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = self.read(RUNS)?;
         match runs
             .get(identity.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?
@@ -440,13 +446,7 @@ impl Index {
 
     /// The current identity of a run re-keyed away from `old`.
     pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let t = txn
-            .open_table(ALIASES)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let t = self.read(ALIASES)?;
         Ok(t.get(old.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?
             .map(|v| Identity::from_bytes(v.value())))
@@ -459,13 +459,7 @@ impl Index {
         limit: usize,
     ) -> Result<Vec<(Identity, Identity)>> {
         let (lo, hi) = prefix_bounds(prefix.as_str());
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let t = txn
-            .open_table(ALIASES)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let t = self.read(ALIASES)?;
         let mut out = Vec::new();
         for entry in t.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
             let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
@@ -483,13 +477,7 @@ impl Index {
     /// Up to `limit` records whose identity starts with `prefix`, in identity order.
     pub fn with_prefix(&self, prefix: &Prefix, limit: usize) -> Result<Vec<RunRecord>> {
         let (lo, hi) = prefix_bounds(prefix.as_str());
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let runs = txn
-            .open_table(RUNS)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = self.read(RUNS)?;
         let mut out = Vec::new();
         for entry in runs.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
             let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
@@ -507,13 +495,7 @@ impl Index {
 
     /// The identity of the run at `location`.
     pub fn at_location(&self, location: &str) -> Result<Option<Identity>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let t = txn
-            .open_table(LOCATIONS)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let t = self.read(LOCATIONS)?;
         Ok(t.get(location)
             .map_err(|e| redb_error(&self.path, e))?
             .map(|v| Identity::from_bytes(v.value().0)))
@@ -539,13 +521,7 @@ impl Index {
 
     /// Calls `f` with every record, in identity order, until it returns false.
     pub fn for_each(&self, mut f: impl FnMut(RunRecord) -> bool) -> Result<()> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let runs = txn
-            .open_table(RUNS)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = self.read(RUNS)?;
         for entry in runs.iter().map_err(|e| redb_error(&self.path, e))? {
             let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
             if !f(RunRecord::decode(
@@ -570,13 +546,7 @@ impl Index {
                 let mut hi = [0xffu8; 32];
                 lo[0] = part << 4;
                 hi[0] = (part << 4) | 0x0f;
-                let txn = self
-                    .db
-                    .begin_read()
-                    .map_err(|e| redb_error(&self.path, e))?;
-                let runs = txn
-                    .open_table(RUNS)
-                    .map_err(|e| redb_error(&self.path, e))?;
+                let runs = self.read(RUNS)?;
                 let mut out = Vec::new();
                 for entry in runs.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
                     let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
@@ -598,13 +568,7 @@ impl Index {
 
     /// Every record of `identities`, those missing skipped.
     pub fn get_many(&self, identities: &[Identity]) -> Result<Vec<RunRecord>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let runs = txn
-            .open_table(RUNS)
-            .map_err(|e| redb_error(&self.path, e))?;
+        let runs = self.read(RUNS)?;
         let mut out = Vec::with_capacity(identities.len());
         for id in identities {
             if let Some(v) = runs
@@ -620,6 +584,7 @@ impl Index {
     /// Location → (identity, mtime) of every run, and the state of every other directory: what
     /// an incremental walk needs.
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        // Both tables from one snapshot.
         let txn = self
             .db
             .begin_read()

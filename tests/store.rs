@@ -1,8 +1,8 @@
-//! Store integration tests: materialization, lookup, moving the tree, concurrent processes.
+//! Store integration tests: materialization, lookup, moving the tree. (Many processes at once:
+//! tests/index.rs.)
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use cairn::{Model, Store};
 use serde_json::json;
@@ -136,65 +136,4 @@ fn a_foreign_header_at_the_placement_is_an_error_not_a_silent_reuse() {
         err.to_string().contains("id.json") && err.to_string().contains("expected"),
         "{err}"
     );
-}
-
-#[test]
-fn concurrent_processes_creating_overlapping_runs_end_with_one_directory_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let procs = 8;
-    let models = 40;
-    // Every process puts the same 40 models, each in its own order.
-    let children: Vec<_> = (0..procs)
-        .map(|p| {
-            let mut lines: Vec<String> = (0..models)
-                .map(|i| json!({"module": "train", "config": {"seed": i}}).to_string())
-                .collect();
-            lines.rotate_left(p * 5);
-            let input = root.join(format!("input-{p}.jsonl"));
-            std::fs::write(&input, lines.join("\n")).unwrap();
-            Command::new(env!("CARGO_BIN_EXE_cairn"))
-                .args(["--root", root.join("store").to_str().unwrap(), "put"])
-                .arg(&input)
-                .output_async()
-        })
-        .collect();
-    let mut created = 0;
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        created += String::from_utf8(out.stdout).unwrap().lines().count();
-    }
-    assert_eq!(created, procs * models);
-    let dirs = run_dirs(&root.join("store"));
-    assert_eq!(dirs.len(), models, "exactly one directory per identity");
-    let ids: BTreeSet<_> = dirs
-        .iter()
-        .map(|d| cairn::IdHeader::read(d).unwrap().identity)
-        .collect();
-    assert_eq!(ids.len(), models);
-    assert_eq!(
-        std::fs::read_dir(root.join("store/.cairn/tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
-}
-
-/// `Command::spawn` with piped output, so many children run at once.
-trait SpawnPiped {
-    fn output_async(&mut self) -> std::process::Child;
-}
-
-impl SpawnPiped for Command {
-    fn output_async(&mut self) -> std::process::Child {
-        self.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
 }
