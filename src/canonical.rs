@@ -7,7 +7,6 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use ciborium_ll::{Encoder, Header};
 use serde::Serialize;
 
 use crate::error::{CanonicalErrorKind, Error, Result};
@@ -301,13 +300,12 @@ impl Value {
 
     /// Appends the canonical CBOR encoding of this value to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let mut enc = Encoder::from(out);
-        encode(&mut enc, self).expect("writing to a Vec cannot fail");
+        encode(out, self);
     }
 
     /// The canonical CBOR encoding of this value.
     pub fn to_cbor(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(256);
         self.encode_into(&mut out);
         out
     }
@@ -364,28 +362,68 @@ impl Value {
     }
 }
 
-fn encode(enc: &mut Encoder<&mut Vec<u8>>, v: &Value) -> std::io::Result<()> {
+/// A CBOR head: major type and argument in the shortest form (RFC 8949 §4.2.1).
+fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
+    let m = major << 5;
+    if arg < 24 {
+        out.push(m | arg as u8);
+    } else if arg <= u64::from(u8::MAX) {
+        out.extend_from_slice(&[m | 24, arg as u8]);
+    } else if arg <= u64::from(u16::MAX) {
+        out.push(m | 25);
+        out.extend_from_slice(&(arg as u16).to_be_bytes());
+    } else if arg <= u64::from(u32::MAX) {
+        out.push(m | 26);
+        out.extend_from_slice(&(arg as u32).to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend_from_slice(&arg.to_be_bytes());
+    }
+}
+
+/// Canonical encoding, written directly into `out` (FORMAT.md §2; the vectors pin every byte).
+fn encode(out: &mut Vec<u8>, v: &Value) {
     match v {
-        Value::Null => enc.push(Header::Simple(ciborium_ll::simple::NULL)),
-        Value::Bool(false) => enc.push(Header::Simple(ciborium_ll::simple::FALSE)),
-        Value::Bool(true) => enc.push(Header::Simple(ciborium_ll::simple::TRUE)),
+        Value::Null => out.push(0xf6),
+        Value::Bool(false) => out.push(0xf4),
+        Value::Bool(true) => out.push(0xf5),
         // In range by construction: 0 ..= 2^64-1 and -2^64 ..= -1.
-        Value::Integer(i) if *i >= 0 => enc.push(Header::Positive(*i as u64)),
-        Value::Integer(i) => enc.push(Header::Negative((-1 - *i) as u64)),
-        // ciborium-ll picks the shortest of half, single, double that keeps the exact value.
-        Value::Float(f) => enc.push(Header::Float(*f)),
-        Value::Text(s) => enc.text(s, None),
-        Value::Bytes(b) => enc.bytes(b, None),
+        Value::Integer(i) if *i >= 0 => head(out, 0, *i as u64),
+        Value::Integer(i) => head(out, 1, (-1 - *i) as u64),
+        // The shortest of half, single and double that keeps the exact value.
+        Value::Float(f) => {
+            let half = half::f16::from_f64(*f);
+            let single = *f as f32;
+            if f64::from(half).to_bits() == f.to_bits() {
+                out.push(0xf9);
+                out.extend_from_slice(&half.to_be_bytes());
+            } else if f64::from(single).to_bits() == f.to_bits() {
+                out.push(0xfa);
+                out.extend_from_slice(&single.to_be_bytes());
+            } else {
+                out.push(0xfb);
+                out.extend_from_slice(&f.to_be_bytes());
+            }
+        }
+        Value::Text(s) => {
+            head(out, 3, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Value::Bytes(b) => {
+            head(out, 2, b.len() as u64);
+            out.extend_from_slice(b);
+        }
         Value::Array(items) => {
-            enc.push(Header::Array(Some(items.len())))?;
-            items.iter().try_for_each(|item| encode(enc, item))
+            head(out, 4, items.len() as u64);
+            items.iter().for_each(|item| encode(out, item));
         }
         Value::Map(m) => {
-            enc.push(Header::Map(Some(m.len())))?;
-            m.iter().try_for_each(|(k, v)| {
-                enc.text(k, None)?;
-                encode(enc, v)
-            })
+            head(out, 5, m.len() as u64);
+            for (k, v) in m.iter() {
+                head(out, 3, k.len() as u64);
+                out.extend_from_slice(k.as_bytes());
+                encode(out, v);
+            }
         }
     }
 }

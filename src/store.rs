@@ -70,6 +70,7 @@ impl StoreBuilder {
             root,
             created_by: self.created_by.unwrap_or_else(default_creator),
             index: LazyIndex::open(meta.join(INDEX_FILE), self.index_timeout),
+            inbox_seen_empty: std::sync::Mutex::new(None),
         };
         // Waits for the index at most the timeout; a store whose index another process keeps
         // busy still opens, and materializes runs into the inbox until the index is free.
@@ -94,6 +95,9 @@ pub struct Store {
     root: PathBuf,
     created_by: String,
     index: LazyIndex,
+    /// The inbox's mtime when it was last found empty: while it stays so, the inbox is not
+    /// listed again (a stat instead of a directory listing on every index access).
+    inbox_seen_empty: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 impl Store {
@@ -281,6 +285,17 @@ impl Store {
     /// Applies inbox entries left by processes that could not get the index in time.
     fn drain_inbox(&self, index: &Index) -> Result<()> {
         let dir = self.inbox();
+        let mtime = fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .map_err(|e| Error::io("stat", &dir, e))?;
+        // An mtime from the last two seconds may yet hide a change within its clock tick.
+        let settled = mtime
+            .elapsed()
+            .is_ok_and(|age| age > Duration::from_secs(2));
+        let mut seen = self.inbox_seen_empty.lock().expect("inbox lock");
+        if settled && *seen == Some(mtime) {
+            return Ok(());
+        }
         let mut entries = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
             let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
@@ -293,8 +308,10 @@ impl Store {
             entries.push((entry.path(), name.parse::<Identity>()?, location));
         }
         if entries.is_empty() {
+            *seen = settled.then_some(mtime);
             return Ok(());
         }
+        *seen = None;
         let mut records = Vec::new();
         for (_, id, location) in &entries {
             // A run moved or deleted since is left to reindex.
