@@ -28,7 +28,7 @@ use cairn::index::RunRecord;
 use cairn::query::{Condition, Filter, Query};
 use cairn::{IdHeader, Identity, Model, Store};
 use rayon::prelude::*;
-use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ConcurrencyMode, Database, ReadableDatabase, TableDefinition};
 use serde_json::json;
 
 const MODULES: [&str; 5] = ["train", "eval", "pkg.pretrain", "data.prep", "sweep.hparam"];
@@ -389,18 +389,27 @@ impl RawDb {
         v.value().len()
     }
 
-    /// A full scan that looks for `needle` in every value: the floor of a scanning `find`.
-    fn scan(&self, needle: &[u8]) -> usize {
-        let txn = self.db.begin_read().expect("raw read");
-        let t = txn.open_table(RAW).expect("raw table");
-        let mut hits = 0;
-        for entry in t.iter().expect("raw iter") {
-            let (_, v) = entry.expect("raw entry");
-            if v.value().windows(needle.len()).any(|w| w == needle) {
-                hits += 1;
-            }
-        }
-        hits
+    /// A full scan touching every value (a byte sum), split like `Index::filter_par` into 16
+    /// identity ranges scanned in parallel, each in its own read transaction: the floor of a
+    /// scanning `find`.
+    fn scan(&self) -> u64 {
+        (0u8..16)
+            .into_par_iter()
+            .map(|part| {
+                let mut lo = [0u8; 32];
+                let mut hi = [0xffu8; 32];
+                lo[0] = part << 4;
+                hi[0] = (part << 4) | 0x0f;
+                let txn = self.db.begin_read().expect("raw read");
+                let t = txn.open_table(RAW).expect("raw table");
+                let mut sum = 0u64;
+                for entry in t.range(lo..=hi).expect("raw range") {
+                    let (_, v) = entry.expect("raw entry");
+                    sum += v.value().iter().map(|&b| u64::from(b)).sum::<u64>();
+                }
+                sum
+            })
+            .sum()
     }
 
     fn bytes(&self) -> u64 {
@@ -436,16 +445,28 @@ fn index_path(root: &Path) -> PathBuf {
     root.join(".cairn").join("index.redb")
 }
 
-/// A store whose index is built (rebuilt on open when missing).
+/// A store whose index is built (rebuilt on open when missing; an index this build cannot read,
+/// left by an older build, is deleted and rebuilt).
 fn open_store(root: &Path, n: usize) -> Store {
     let store = Store::open(root).expect("open store");
-    let runs = store.stats().expect("stats").runs;
+    let runs = match store.stats() {
+        Ok(stats) => stats.runs,
+        Err(e) => {
+            eprintln!("  index unreadable ({e}): deleting and rebuilding it");
+            drop(store);
+            fs::remove_file(index_path(root)).expect("delete index");
+            return open_store(root, n);
+        }
+    };
     if runs != n as u64 {
         eprintln!("  index holds {runs} runs, expected {n}: rebuilding");
         store.reindex(false, &|_| {}).expect("reindex");
     }
-    assert_eq!(store.stats().expect("stats").runs, n as u64);
     store
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).expect("stat").len()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -463,7 +484,8 @@ enum Goal {
 /// Full reindex at `fx.ids.len()` runs: a fresh index (delete, `Store::open`) and the reconcile
 /// path (`reindex(false)` on a full index), beside a raw walk and `find_runs`, plus the phases
 /// of a rebuild measured separately.
-fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) {
+/// Returns the index file's size right after the last fresh rebuild.
+fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) -> u64 {
     let n = fx.ids.len();
     let root = &fx.root;
     println!("reindex, {n} runs, warm cache, median of {passes} passes (+1 untimed)");
@@ -474,6 +496,7 @@ fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) {
     let (mut raw, mut find, mut fresh, mut full, mut incr) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut full_report, mut incr_report) = (String::new(), String::new());
+    let (mut fresh_bytes, mut full_bytes) = (0, 0);
     for pass in 0..passes {
         let t = Instant::now();
         assert_eq!(black_box(raw_walk(root, true)), n);
@@ -489,10 +512,13 @@ fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) {
         let t = Instant::now();
         let store = Store::open(root).expect("open (rebuild)");
         fresh.push(t.elapsed());
+        // The file Store::stats().file_bytes reports, without its scan of every record.
+        fresh_bytes = file_len(&index_path(root));
 
         let t = Instant::now();
         let report = store.reindex(false, &|_| {}).expect("reindex");
         full.push(t.elapsed());
+        full_bytes = file_len(&index_path(root));
         assert_eq!(report.runs, n);
         full_report = report.to_string();
 
@@ -571,7 +597,22 @@ fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) {
         "-",
         None,
     );
+    for (name, b) in [
+        ("index file per run, fresh rebuild", fresh_bytes),
+        ("index file per run, after reindex(false)", full_bytes),
+    ] {
+        table.add(
+            name,
+            n,
+            bytes(b as f64 / n as f64),
+            "-".into(),
+            "-".into(),
+            "-",
+            None,
+        );
+    }
     phases(table, fx, fresh);
+    fresh_bytes
 }
 
 /// The phases of a full rebuild, each timed on its own: walk + strict parse (`find_runs`),
@@ -637,19 +678,18 @@ fn phases(table: &mut Table, fx: &Fixture, rebuild: Duration) {
 }
 
 /// Lookups, `get_or_create` of existing runs and `find`, at `fx.ids.len()` runs.
-fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
+/// `fresh_bytes`: the index file's size after a fresh rebuild, compared with the raw table's.
+fn bench_queries(
+    table: &mut Table,
+    fx: &Fixture,
+    lookups: usize,
+    big: bool,
+    fresh_bytes: Option<u64>,
+) {
     let n = fx.ids.len();
     let root = &fx.root;
     println!("queries, {n} runs");
     let store = open_store(root, n);
-    if big {
-        let stats = store.stats().expect("stats");
-        println!(
-            "  index: {} bytes for {} runs",
-            stats.file_bytes, stats.runs
-        );
-    }
-
     let t = Instant::now();
     let pairs = raw_pairs(fx);
     eprintln!("  raw records built in {}", dur(t.elapsed()));
@@ -657,14 +697,15 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
     let raw = RawDb::build(raw_path.clone(), &pairs, ConcurrencyMode::MultiWriter);
     let excl_path = root.with_extension("raw-excl.redb");
     let excl = RawDb::build(excl_path.clone(), &pairs, ConcurrencyMode::default());
+    let some_records: Vec<([u8; 32], Vec<u8>)> =
+        pairs.iter().step_by((n / 20_000).max(1)).cloned().collect();
     drop(pairs);
 
-    if big {
-        let stats = store.stats().expect("stats");
-        let per = stats.file_bytes as f64 / stats.runs as f64;
+    if let Some(fresh) = fresh_bytes {
+        let per = fresh as f64 / n as f64;
         let raw_per = raw.bytes() as f64 / n as f64;
         table.add(
-            "index size per run (stats().file_bytes / runs)",
+            "index size per run, fresh (stats().file_bytes / N)",
             n,
             bytes(per),
             format!("{} (raw redb, runs only)", bytes(raw_per)),
@@ -672,6 +713,8 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
             "-",
             None,
         );
+    }
+    if big {
         table.time(
             "raw redb bulk load of the runs (baseline)",
             n,
@@ -817,7 +860,6 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
     let range = Query::new().filter(
         Filter::new("config.seed", Condition::Ge(Value::Integer(lo as i128))).expect("filter"),
     );
-    let needle = Value::Text("sgd".into()).to_cbor();
     let expect_eq = (0..n).filter(|i| (i / 3) % 4 == 1).count();
     let mut scan_t = Vec::new();
     for (name, q, want) in [
@@ -837,7 +879,7 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
             assert_eq!(hits.len(), want);
             drop(hits);
             let t = Instant::now();
-            black_box(raw.scan(&needle));
+            black_box(raw.scan());
             scan_t.push(t.elapsed());
         }
         let t = median(times);
@@ -853,7 +895,7 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
     let mut excl_t = Vec::new();
     for _ in 0..passes {
         let t = Instant::now();
-        black_box(excl.scan(&needle));
+        black_box(excl.scan());
         excl_t.push(t.elapsed());
     }
     table.time(
@@ -864,9 +906,63 @@ fn bench_queries(table: &mut Table, fx: &Fixture, lookups: usize, big: bool) {
         "-",
         None,
     );
+    decode_costs(table, n, &some_records, &eq);
     drop((raw, excl));
     let _ = fs::remove_file(raw_path);
     let _ = fs::remove_file(excl_path);
+}
+
+/// One step of decoding a stored record (identity, bytes), named.
+type Step<'a> = (&'a str, &'a dyn Fn(&[u8; 32], &[u8]));
+
+/// Where a scanning `find` spends its time: the cost per record (one thread) of each step of
+/// decoding a stored record, beside touching its bytes.
+fn decode_costs(table: &mut Table, n: usize, records: &[([u8; 32], Vec<u8>)], q: &Query) {
+    let path = Path::new("index.redb");
+    let per_record = |f: &dyn Fn(&[u8; 32], &[u8])| {
+        let runs: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                for (k, v) in records {
+                    f(k, v);
+                }
+                t.elapsed() / records.len() as u32
+            })
+            .collect();
+        median(runs)
+    };
+    let touch = per_record(&|_, v| {
+        black_box(v.iter().map(|&b| u64::from(b)).sum::<u64>());
+    });
+    let steps: [Step; 5] = [
+        ("ciborium::Value decode", &|_, v| {
+            let c: ciborium::Value = ciborium::de::from_reader(v).expect("cbor");
+            black_box(c);
+        }),
+        ("Value::from_cbor_bytes", &|_, v| {
+            black_box(Value::from_cbor_bytes(v, "r").expect("cbor"));
+        }),
+        ("Value::from_canonical_cbor", &|_, v| {
+            black_box(Value::from_canonical_cbor(v, "r").expect("cbor"));
+        }),
+        ("RunRecord::decode", &|k, v| {
+            black_box(RunRecord::decode(Identity::from_bytes(*k), v, path).expect("decode"));
+        }),
+        ("RunRecord::decode + filter", &|k, v| {
+            let r = RunRecord::decode(Identity::from_bytes(*k), v, path).expect("decode");
+            black_box(q.matches(&r));
+        }),
+    ];
+    for (name, f) in steps {
+        table.time(
+            &format!("  find, per record, 1 thread: {name}"),
+            n,
+            per_record(f),
+            Some(("byte sum", touch)),
+            "-",
+            None,
+        );
+    }
 }
 
 /// `cargo test --all-targets` runs bench targets without `--bench`: check the harness on a few
@@ -882,8 +978,8 @@ fn smoke() {
     };
     assert_eq!(raw_walk(&fx.root, true), 300);
     let mut table = Table::default();
-    bench_reindex(&mut table, &fx, 1, Goal::Rate(0.0));
-    bench_queries(&mut table, &fx, 1000, false);
+    let fresh = bench_reindex(&mut table, &fx, 1, Goal::Rate(0.0));
+    bench_queries(&mut table, &fx, 1000, false, Some(fresh));
     table.print();
 }
 
@@ -904,7 +1000,7 @@ fn main() {
 
     let fx = fixture(10_000);
     fixture_row(&mut table, &fx);
-    bench_queries(&mut table, &fx, 100_000, false);
+    bench_queries(&mut table, &fx, 100_000, false, None);
 
     let fx = fixture(100_000);
     fixture_row(&mut table, &fx);
@@ -913,8 +1009,8 @@ fn main() {
     if big {
         let fx = fixture(1_000_000);
         fixture_row(&mut table, &fx);
-        bench_reindex(&mut table, &fx, 3, Goal::Within(Duration::from_secs(20)));
-        bench_queries(&mut table, &fx, 100_000, true);
+        let fresh = bench_reindex(&mut table, &fx, 3, Goal::Within(Duration::from_secs(20)));
+        bench_queries(&mut table, &fx, 100_000, true, Some(fresh));
     } else {
         println!("(set CAIRN_BENCH_1M=1 for the 1,000,000-run figures)");
     }
