@@ -11,6 +11,11 @@ use serde::Serialize;
 
 use crate::error::{CanonicalErrorKind, Error, Result};
 
+pub(crate) mod encoder;
+mod ser;
+
+pub(crate) use encoder::{Encoder, NUMBER_TOKEN};
+
 /// Deepest nesting of arrays and maps, counted from the outermost container of an identity
 /// document, a JSON request or a `model.json`/`id.json` file (serde_json's own limit): a config or
 /// predicate, which sits one level inside such a document, nests at most `MAX_DEPTH - 1` levels.
@@ -186,10 +191,7 @@ pub fn reduce_float(f: f64) -> Result<Value, CanonicalErrorKind> {
     }
 }
 
-/// `serde_numbers`: read a one-entry map `{NUMBER_TOKEN: text}` as the number the text spells:
-/// that is how a `serde_json::Number` serializes under `arbitrary_precision`. Only values from
-/// [`Value::from_serialize`] can hold one; elsewhere the key is reserved and refused.
-fn from_cbor(v: ciborium::Value, depth: usize, serde_numbers: bool) -> Result<Value, PathError> {
+fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
     use ciborium::Value as C;
     Ok(match v {
         C::Null => Value::Null,
@@ -204,21 +206,9 @@ fn from_cbor(v: ciborium::Value, depth: usize, serde_numbers: bool) -> Result<Va
             }
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
-                out.push(
-                    from_cbor(item, depth + 1, serde_numbers)
-                        .map_err(|e| e.at(Segment::Index(i)))?,
-                );
+                out.push(from_cbor(item, depth + 1).map_err(|e| e.at(Segment::Index(i)))?);
             }
             Value::Array(out)
-        }
-        // A serialized `serde_json::Number` under `arbitrary_precision` (e.g. a `serde_json::Value`
-        // inside a config struct): the number its literal spells.
-        C::Map(pairs) if serde_numbers && is_json_number(&pairs) => {
-            let Some((_, C::Text(lit))) = pairs.into_iter().next() else {
-                unreachable!("checked by is_json_number")
-            };
-            let n = crate::json::number(&lit).map_err(PathError::new)?;
-            return from_cbor(n, depth, serde_numbers);
         }
         C::Map(pairs) => {
             if depth >= MAX_DEPTH {
@@ -229,12 +219,10 @@ fn from_cbor(v: ciborium::Value, depth: usize, serde_numbers: bool) -> Result<Va
                 let C::Text(k) = k else {
                     return Err(PathError::new(CanonicalErrorKind::NonTextKey));
                 };
-                if k == crate::json::NUMBER_TOKEN {
-                    return Err(PathError::new(CanonicalErrorKind::Unsupported(
-                        "the map key \"$serde_json::private::Number\" (reserved)",
-                    )));
+                if k == NUMBER_TOKEN {
+                    return Err(PathError::new(encoder::RESERVED_KEY));
                 }
-                let v = match from_cbor(v, depth + 1, serde_numbers) {
+                let v = match from_cbor(v, depth + 1) {
                     Ok(v) => v,
                     Err(e) => return Err(e.at(Segment::Key(k))),
                 };
@@ -255,39 +243,30 @@ fn from_cbor(v: ciborium::Value, depth: usize, serde_numbers: bool) -> Result<Va
     })
 }
 
-fn is_json_number(pairs: &[(ciborium::Value, ciborium::Value)]) -> bool {
-    matches!(pairs, [(ciborium::Value::Text(k), ciborium::Value::Text(_))] if k == crate::json::NUMBER_TOKEN)
-}
-
 impl Value {
     /// Canonicalizes a ciborium value; errors name the offending place below `root`.
     pub fn from_cbor_value(v: ciborium::Value, root: &str) -> Result<Value> {
-        from_cbor(v, 0, false).map_err(|e| e.into_error(root))
+        from_cbor(v, 0).map_err(|e| e.into_error(root))
     }
 
-    /// Canonicalizes any `Serialize` value (structs become maps keyed by field name) as a field
-    /// of an identity document (so it nests at most `MAX_DEPTH - 1` levels).
+    /// Canonicalizes any `Serialize` value (structs become maps keyed by field name; the mapping
+    /// is described in FORMAT.md §2.2) as a field of an identity document (so it nests at most
+    /// `MAX_DEPTH - 1` levels).
     pub fn from_serialize<T: Serialize + ?Sized>(v: &T, root: &str) -> Result<Value> {
-        let raw = ciborium::Value::serialized(v).map_err(|e| Error::Canonical {
-            path: root.to_owned(),
-            kind: CanonicalErrorKind::Unsupported(if e.to_string().contains("integer") {
-                "an integer outside -2^64 ..= 2^64-1"
-            } else {
-                "a value that serde cannot express in CBOR"
-            }),
-        })?;
-        from_cbor(raw, 1, true).map_err(|e| e.into_error(root))
+        let mut enc = Encoder::new(root, 1);
+        enc.serialize(v).map_err(|_| enc.error())?;
+        Ok(encoder::decode(enc.bytes()))
     }
 
     /// Parses JSON text strictly (duplicate keys, exact integer literals; see [`crate::json`]).
     pub fn from_json_slice(bytes: &[u8], root: &str) -> Result<Value> {
-        Self::from_cbor_value(crate::json::parse(bytes)?, root)
+        Ok(encoder::decode(&crate::json::canonical_cbor(bytes, root)?))
     }
 
     /// Converts a parsed JSON value (numbers kept exact by `arbitrary_precision`) as a field of
     /// an identity document, like [`Value::from_serialize`].
     pub fn from_json_value(v: &serde_json::Value, root: &str) -> Result<Value> {
-        from_cbor(crate::json::to_cbor(v, root)?, 1, false).map_err(|e| e.into_error(root))
+        Self::from_serialize(v, root)
     }
 
     /// The map inside, if this is a map.
@@ -381,30 +360,50 @@ fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
     }
 }
 
+/// An integer in −2^64 … 2^64−1 (checked by the caller) in the shortest form.
+fn write_int(out: &mut Vec<u8>, i: i128) {
+    if i >= 0 {
+        head(out, 0, i as u64);
+    } else {
+        head(out, 1, (-1 - i) as u64);
+    }
+}
+
+/// A finite, non-integral float in the shortest of half, single and double that keeps its
+/// exact value.
+fn write_float(out: &mut Vec<u8>, f: f64) {
+    let half = half::f16::from_f64(f);
+    let single = f as f32;
+    if f64::from(half).to_bits() == f.to_bits() {
+        out.push(0xf9);
+        out.extend_from_slice(&half.to_be_bytes());
+    } else if f64::from(single).to_bits() == f.to_bits() {
+        out.push(0xfa);
+        out.extend_from_slice(&single.to_be_bytes());
+    } else {
+        out.push(0xfb);
+        out.extend_from_slice(&f.to_be_bytes());
+    }
+}
+
+/// Any float, reduced per identity v1 ([`reduce_float`]) and encoded.
+fn write_number(out: &mut Vec<u8>, f: f64) -> Result<(), CanonicalErrorKind> {
+    match reduce_float(f)? {
+        Value::Integer(i) => write_int(out, i),
+        _ => write_float(out, f),
+    }
+    Ok(())
+}
+
 /// Canonical encoding, written directly into `out` (FORMAT.md §2; the vectors pin every byte).
 fn encode(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Null => out.push(0xf6),
         Value::Bool(false) => out.push(0xf4),
         Value::Bool(true) => out.push(0xf5),
-        // In range by construction: 0 ..= 2^64-1 and -2^64 ..= -1.
-        Value::Integer(i) if *i >= 0 => head(out, 0, *i as u64),
-        Value::Integer(i) => head(out, 1, (-1 - *i) as u64),
-        // The shortest of half, single and double that keeps the exact value.
-        Value::Float(f) => {
-            let half = half::f16::from_f64(*f);
-            let single = *f as f32;
-            if f64::from(half).to_bits() == f.to_bits() {
-                out.push(0xf9);
-                out.extend_from_slice(&half.to_be_bytes());
-            } else if f64::from(single).to_bits() == f.to_bits() {
-                out.push(0xfa);
-                out.extend_from_slice(&single.to_be_bytes());
-            } else {
-                out.push(0xfb);
-                out.extend_from_slice(&f.to_be_bytes());
-            }
-        }
+        // In range by construction.
+        Value::Integer(i) => write_int(out, *i),
+        Value::Float(f) => write_float(out, *f),
         Value::Text(s) => {
             head(out, 3, s.len() as u64);
             out.extend_from_slice(s.as_bytes());

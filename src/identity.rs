@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::canonical::encoder::{self, Encoder};
 use crate::canonical::{Map, Value};
 use crate::error::{Error, Result};
 
@@ -368,22 +369,51 @@ impl Serialize for Empty {
 ///
 /// Errors when the module is empty or the predicate is not a map.
 pub fn document(module: &str, config: Value, predicate: Value, schema: &Schema) -> Result<Value> {
-    if module.is_empty() {
-        return Err(Error::InvalidModel {
-            reason: "module must be a non-empty string".into(),
-        });
-    }
-    if !matches!(predicate, Value::Map(_)) {
-        return Err(Error::InvalidModel {
-            reason: "predicate must be a map".into(),
-        });
-    }
+    check_parts(module.is_empty(), matches!(predicate, Value::Map(_)))?;
     let mut doc = Map::new();
     doc.insert("config".into(), schema.reduce(config));
     doc.insert("module".into(), Value::Text(module.to_owned()));
     doc.insert("predicate".into(), predicate);
     doc.insert("v".into(), Value::Integer(IDENTITY_VERSION));
     Ok(Value::Map(doc))
+}
+
+/// The encoded identity document up to the config: `{"v": 1, "config": ` (its keys in canonical
+/// order are `v`, `config`, `module`, `predicate`; FORMAT.md §3.3).
+const DOC_START: &[u8] = b"\xa4\x61v\x01\x66config";
+/// The encoded key `"module"`.
+const KEY_MODULE: &[u8] = b"\x66module";
+/// The encoded key `"predicate"`.
+const KEY_PREDICATE: &[u8] = b"\x69predicate";
+/// The encoded empty map, for a missing config or predicate.
+const EMPTY_MAP: &[u8] = &[0xa0];
+
+fn check_parts(module_is_empty: bool, predicate_is_map: bool) -> Result<()> {
+    if module_is_empty {
+        return Err(Error::InvalidModel {
+            reason: "module must be a non-empty string".into(),
+        });
+    }
+    if !predicate_is_map {
+        return Err(Error::InvalidModel {
+            reason: "predicate must be a map".into(),
+        });
+    }
+    Ok(())
+}
+
+/// True when canonical bytes encode a map.
+fn is_map(cbor: &[u8]) -> bool {
+    cbor.first().is_some_and(|b| b >> 5 == 5)
+}
+
+/// Appends the config's canonical bytes to a document, reduced by `schema`.
+fn push_config(out: &mut Vec<u8>, config: &[u8], schema: &Schema) {
+    if schema.is_empty() {
+        out.extend_from_slice(config);
+    } else {
+        schema.reduce(encoder::decode(config)).encode_into(out);
+    }
 }
 
 /// The identity of `module` with any `Serialize` config and predicate and no schema.
@@ -414,11 +444,25 @@ where
     C: Serialize + ?Sized,
     P: Serialize + ?Sized,
 {
-    let config = Value::from_serialize(config, "config")?;
-    let predicate = Value::from_serialize(predicate, "predicate")?;
-    Ok(Identity::of_document(&document(
-        module, config, predicate, schema,
-    )?))
+    // The document is written in one buffer: the config and the predicate are serialized in
+    // place (the config is re-encoded only when a schema reduces it).
+    let mut enc = Encoder::new("config", 1);
+    enc.out_mut().extend_from_slice(DOC_START);
+    let start = enc.bytes().len();
+    enc.serialize(config).map_err(|_| enc.error())?;
+    if !schema.is_empty() {
+        let reduced = schema.reduce(encoder::decode(&enc.bytes()[start..]));
+        enc.out_mut().truncate(start);
+        reduced.encode_into(enc.out_mut());
+    }
+    enc.out_mut().extend_from_slice(KEY_MODULE);
+    enc.text(module);
+    enc.out_mut().extend_from_slice(KEY_PREDICATE);
+    let start = enc.bytes().len();
+    enc.set_root("predicate", 1);
+    enc.serialize(predicate).map_err(|_| enc.error())?;
+    check_parts(module.is_empty(), is_map(&enc.bytes()[start..]))?;
+    Ok(Identity(*blake3::hash(enc.bytes()).as_bytes()))
 }
 
 /// An identity request as JSON text, the input of `cairn id`:
@@ -426,18 +470,29 @@ where
 /// where config, predicate and schema are optional. Other keys are ignored (a `model.json` is a
 /// valid request).
 pub fn identity_of_json(text: &[u8]) -> Result<Identity> {
-    Ok(Identity::of_document(&document_of_json(text)?))
+    Ok(Identity(
+        *blake3::hash(&document_cbor_of_json(text)?).as_bytes(),
+    ))
 }
 
 /// The canonical identity document of an identity request given as JSON text.
 pub fn document_of_json(text: &[u8]) -> Result<Value> {
-    let Value::Map(mut req) = Value::from_json_slice(text, "$")? else {
+    Ok(encoder::decode(&document_cbor_of_json(text)?))
+}
+
+/// The encoded identity document of a request: the request is parsed to canonical bytes once and
+/// its config and predicate are copied into the document as they are (unless a schema reduces
+/// the config).
+fn document_cbor_of_json(text: &[u8]) -> Result<Vec<u8>> {
+    let request = crate::json::canonical_cbor(text, "$")?;
+    let Some(entries) = encoder::map_entries(&request) else {
         return Err(Error::InvalidModel {
             reason: "the request must be a JSON object".into(),
         });
     };
-    let module = match req.remove("module") {
-        Some(Value::Text(m)) => m,
+    let get = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let module = match get("module") {
+        Some(m) if m[0] >> 5 == 3 => m,
         Some(_) => {
             return Err(Error::InvalidModel {
                 reason: "module must be a string".into(),
@@ -449,13 +504,15 @@ pub fn document_of_json(text: &[u8]) -> Result<Value> {
             });
         }
     };
-    let config = req.remove("config").unwrap_or(Value::Map(Map::new()));
-    let predicate = req.remove("predicate").unwrap_or(Value::Map(Map::new()));
-    let schema = match req.remove("schema") {
+    let config = get("config").unwrap_or(EMPTY_MAP);
+    let predicate = get("predicate").unwrap_or(EMPTY_MAP);
+    let schema = match get("schema") {
         None => Schema::empty(),
-        Some(v @ Value::Map(_)) => {
-            serde_json::from_value(v.to_json()).map_err(|e| Error::InvalidModel {
-                reason: format!("schema: {e}"),
+        Some(v) if is_map(v) => {
+            serde_json::from_value(encoder::decode(v).to_json()).map_err(|e| {
+                Error::InvalidModel {
+                    reason: format!("schema: {e}"),
+                }
             })?
         }
         Some(_) => {
@@ -464,7 +521,16 @@ pub fn document_of_json(text: &[u8]) -> Result<Value> {
             });
         }
     };
-    document(&module, config, predicate, &schema)
+    // An empty text is the single byte 0x60.
+    check_parts(module == [0x60], is_map(predicate))?;
+    let mut out = Vec::with_capacity(request.len() + DOC_START.len());
+    out.extend_from_slice(DOC_START);
+    push_config(&mut out, config, &schema);
+    out.extend_from_slice(KEY_MODULE);
+    out.extend_from_slice(module);
+    out.extend_from_slice(KEY_PREDICATE);
+    out.extend_from_slice(predicate);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Strict JSON input: one pass from JSON text to a CBOR data-model value.
+//! Strict JSON input: one pass from JSON text to canonical CBOR ([`canonical_cbor`]) or to a CBOR
+//! data-model value ([`parse`]).
 //!
-//! Unlike `serde_json::Value`, this keeps duplicate map keys (so canonicalization can refuse
+//! Unlike `serde_json::Value`, this sees duplicate map keys (so canonicalization can refuse
 //! them), reads integer literals exactly (so `18446744073709551616` is an error, not a rounded
 //! float) and bounds nesting (serde_json's recursion limit of 128).
 
@@ -10,13 +11,29 @@ use ciborium::Value as C;
 use ciborium::value::Integer;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::canonical::{INT_MAX, INT_MIN};
+use crate::canonical::encoder::Open;
+use crate::canonical::{Encoder, INT_MAX, INT_MIN, NUMBER_TOKEN, Value};
 use crate::error::{CanonicalErrorKind, Error, Result};
 
-/// Key under which serde_json's `arbitrary_precision` feature hands a number's literal to a
-/// visitor (serde_json's own `Value` relies on the same protocol). The test
-/// `number_literals_are_exact` fails if serde_json ever changes it.
-pub(crate) const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+/// Parses JSON text straight to the canonical CBOR of its value (nesting counted from the
+/// text's outermost container; errors name paths below `root`). Syntax errors, and number
+/// literals out of range, are [`Error::Json`] and take precedence over canonicalization errors
+/// (duplicate keys, nesting, the reserved key), of which the first is reported.
+pub(crate) fn canonical_cbor(bytes: &[u8], root: &str) -> Result<Vec<u8>> {
+    let mut enc = Encoder::new(root, 0);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let range = bytes.as_ptr_range();
+    let seed = Canon {
+        enc: &mut enc,
+        input: (range.start as usize, range.end as usize),
+    };
+    de::DeserializeSeed::deserialize(seed, &mut de).map_err(json_error)?;
+    de.end().map_err(json_error)?;
+    match enc.take_error() {
+        Some(e) => Err(e),
+        None => Ok(enc.into_bytes()),
+    }
+}
 
 /// Parses JSON text into a CBOR data-model value; duplicates are kept for the caller to reject.
 pub fn parse(bytes: &[u8]) -> Result<C> {
@@ -59,6 +76,15 @@ pub fn to_cbor(v: &serde_json::Value, root: &str) -> Result<C> {
 /// Reads a JSON number literal exactly: integer literals must fit −2^64 … 2^64−1; literals with a
 /// fraction or exponent are doubles (correctly rounded) and must not overflow.
 pub fn number(lit: &str) -> Result<C, CanonicalErrorKind> {
+    Ok(match number_value(lit)? {
+        Value::Integer(i) => C::Integer(Integer::try_from(i).expect("in CBOR integer range")),
+        Value::Float(f) => C::Float(f),
+        _ => unreachable!("a number literal is an integer or a float"),
+    })
+}
+
+/// [`number`] as a [`Value::Integer`] or an unreduced [`Value::Float`].
+pub(crate) fn number_value(lit: &str) -> Result<Value, CanonicalErrorKind> {
     if lit.contains(['.', 'e', 'E']) {
         let f: f64 = lit
             .parse()
@@ -66,14 +92,193 @@ pub fn number(lit: &str) -> Result<C, CanonicalErrorKind> {
         if !f.is_finite() {
             return Err(CanonicalErrorKind::FloatOverflow(lit.to_owned()));
         }
-        Ok(C::Float(f))
+        Ok(Value::Float(f))
     } else {
         match lit.parse::<i128>() {
-            Ok(i) if (INT_MIN..=INT_MAX).contains(&i) => Ok(C::Integer(
-                Integer::try_from(i).expect("in CBOR integer range"),
-            )),
+            Ok(i) if (INT_MIN..=INT_MAX).contains(&i) => Ok(Value::Integer(i)),
             _ => Err(CanonicalErrorKind::IntegerOutOfRange(lit.to_owned())),
         }
+    }
+}
+
+/// Deserializes one JSON value into an [`Encoder`]; `input` as in [`Seed`]. Canonicalization
+/// errors are recorded in the encoder and parsing goes on, so that a later syntax error still
+/// wins.
+struct Canon<'a> {
+    enc: &'a mut Encoder,
+    input: (usize, usize),
+}
+
+impl Canon<'_> {
+    fn reborrow(&mut self) -> Canon<'_> {
+        Canon {
+            enc: &mut *self.enc,
+            input: self.input,
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Canon<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canon<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.enc.bool(b);
+        Ok(())
+    }
+    fn visit_i64<E>(self, i: i64) -> Result<(), E> {
+        self.enc.i64(i);
+        Ok(())
+    }
+    fn visit_u64<E>(self, i: u64) -> Result<(), E> {
+        self.enc.u64(i);
+        Ok(())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.enc.text(s);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.enc.null();
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        let (mut open, _) = self.enc.begin_array();
+        loop {
+            self.enc.element(&open);
+            let more = seq.next_element_seed(self.reborrow())?.is_some();
+            self.enc.end_element(&mut open, more);
+            if !more {
+                break;
+            }
+        }
+        self.enc.end_array(open);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        // Opened at the first key, which may instead announce a number.
+        let mut open = None;
+        loop {
+            let key = CanonKey {
+                enc: &mut *self.enc,
+                open: &mut open,
+                input: self.input,
+            };
+            match map.next_key_seed(key)? {
+                None => break,
+                Some(Key::NumberToken) if open.is_none() => {
+                    return map.next_value_seed(NumberSeed { enc: self.enc });
+                }
+                Some(Key::NumberToken) => return Err(de::Error::custom("misplaced number token")),
+                Some(Key::Text(())) => {
+                    map.next_value_seed(self.reborrow())?;
+                    self.enc.end_entry();
+                }
+            }
+        }
+        let open = match open {
+            Some(open) => open,
+            None => self.enc.begin_map().0,
+        };
+        // A failure is recorded in the encoder.
+        let _ = self.enc.end_map(open);
+        Ok(())
+    }
+}
+
+/// A map key written straight into the encoder (opening the map at the first key).
+struct CanonKey<'a, 'b> {
+    enc: &'a mut Encoder,
+    open: &'b mut Option<Open>,
+    input: (usize, usize),
+}
+
+impl CanonKey<'_, '_> {
+    fn write(self, s: &str) -> Key<()> {
+        let open = match self.open {
+            Some(open) => open,
+            None => self.open.insert(self.enc.begin_map().0),
+        };
+        // A failure (the reserved key) is recorded in the encoder.
+        let _ = self.enc.key(open, s);
+        Key::Text(())
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for CanonKey<'_, '_> {
+    type Value = Key<()>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key<()>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CanonKey<'_, '_> {
+    type Value = Key<()>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<()>, E> {
+        if is_number_token(s, self.input) {
+            Ok(Key::NumberToken)
+        } else {
+            Ok(self.write(s))
+        }
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Key<()>, E> {
+        Ok(self.write(s))
+    }
+}
+
+/// True when `s` is serde_json's number token rather than a user's key spelling it: the token is
+/// a static string, a user's key always lies in (or was unescaped out of) the input.
+fn is_number_token(s: &str, input: (usize, usize)) -> bool {
+    s == NUMBER_TOKEN && !(input.0..input.1).contains(&(s.as_ptr() as usize))
+}
+
+/// The literal of a number serde_json announced with its token.
+struct NumberSeed<'a> {
+    enc: &'a mut Encoder,
+}
+
+impl<'de> de::DeserializeSeed<'de> for NumberSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumberSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number literal")
+    }
+
+    fn visit_str<E: de::Error>(self, lit: &str) -> Result<(), E> {
+        // Out-of-range literals are JSON errors, as in `parse`.
+        match number_value(lit).map_err(de::Error::custom)? {
+            Value::Integer(i) => self.enc.i128(i),
+            Value::Float(f) => self.enc.f64(f),
+            _ => unreachable!("a number literal is an integer or a float"),
+        }
+        .map_err(|_| de::Error::custom("unreachable: number literals are finite and in range"))
     }
 }
 
@@ -94,9 +299,10 @@ impl<'de> de::DeserializeSeed<'de> for Seed {
     }
 }
 
-/// A map key: a user's text, or serde_json announcing that a number literal follows.
-enum Key {
-    Text(String),
+/// A map key: a user's text (or `()` once written), or serde_json announcing that a number
+/// literal follows.
+enum Key<T = String> {
+    Text(T),
     NumberToken,
 }
 
@@ -121,8 +327,7 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key, E> {
-        let at = s.as_ptr() as usize;
-        if s == NUMBER_TOKEN && !(self.input.0..self.input.1).contains(&at) {
+        if is_number_token(s, self.input) {
             Ok(Key::NumberToken)
         } else {
             Ok(Key::Text(s.to_owned()))
