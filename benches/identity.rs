@@ -1,5 +1,8 @@
 //! Identity throughput: identity v1 of a realistic ~1 KiB config, from a serde struct, from JSON
 //! text and through a schema, each measured beside a baseline in the same run (see BENCHMARKS.md).
+//! The `reference_tree_path` variants compute the same identity the way cairn did before its
+//! direct encoder (serde or JSON into a `ciborium::Value` tree, then a canonical tree, then the
+//! encoding), so before/after is a same-run ratio too.
 //!
 //! Run with `cargo bench --bench identity`. Before the criterion groups, an interleaved pass (every
 //! variant once per round, 20,000 rounds) prints medians and per-round ratios to stderr: those
@@ -123,6 +126,34 @@ fn request_json(cfg: &TrainConfig) -> Vec<u8> {
         .expect("config to JSON")
 }
 
+/// The identity through trees, as cairn computed it before the direct encoder.
+fn tree_identity(cfg: &TrainConfig) -> cairn::Identity {
+    let config = Value::from_cbor_value(ciborium::Value::serialized(cfg).unwrap(), "config");
+    let document = cairn::identity::document(
+        MODULE,
+        config.unwrap(),
+        Value::Map(Default::default()),
+        &cairn::Schema::empty(),
+    );
+    cairn::Identity::of_document(&document.unwrap())
+}
+
+/// The identity of a request through trees, as cairn computed it before the direct encoder.
+fn tree_identity_of_json(text: &[u8]) -> cairn::Identity {
+    let request = cairn::json::parse(text).unwrap();
+    let Value::Map(mut request) = Value::from_cbor_value(request, "$").unwrap() else {
+        panic!("not a map")
+    };
+    let Some(Value::Text(module)) = request.remove("module") else {
+        panic!("no module")
+    };
+    let config = request.remove("config").unwrap();
+    let predicate = Value::Map(Default::default());
+    let document =
+        cairn::identity::document(&module, config, predicate, &cairn::Schema::empty()).unwrap();
+    cairn::Identity::of_document(&document)
+}
+
 fn schema() -> cairn::Schema {
     cairn::Schema::new(
         &serde_json::json!({
@@ -184,6 +215,8 @@ fn bench_identity(c: &mut Criterion) {
         from_struct,
         cairn::identity_of_json(&request).expect("identity of JSON")
     );
+    assert_eq!(from_struct, tree_identity(&cfg));
+    assert_eq!(from_struct, tree_identity_of_json(&request));
     eprintln!(
         "identity bench inputs: config JSON {} B, request JSON {} B, canonical document {} B",
         config_json.len(),
@@ -221,6 +254,9 @@ fn bench_identity(c: &mut Criterion) {
             ("baseline_serde_json_to_vec_blake3", &mut || {
                 black_box(blake3::hash(&serde_json::to_vec(black_box(&cfg)).unwrap()));
             }),
+            ("reference_tree_path", &mut || {
+                black_box(tree_identity(black_box(&cfg)));
+            }),
         ],
     );
     paired(
@@ -237,6 +273,9 @@ fn bench_identity(c: &mut Criterion) {
             ("baseline_serde_json_ignored_any_blake3", &mut || {
                 let v: serde::de::IgnoredAny = serde_json::from_slice(black_box(&request)).unwrap();
                 black_box((v, blake3::hash(black_box(&request))));
+            }),
+            ("reference_tree_path_json", &mut || {
+                black_box(tree_identity_of_json(black_box(&request)));
             }),
         ],
     );
@@ -265,6 +304,9 @@ fn bench_identity(c: &mut Criterion) {
     g.bench_function("baseline_serde_json_to_vec_blake3", |b| {
         b.iter(|| blake3::hash(&serde_json::to_vec(black_box(&cfg)).unwrap()))
     });
+    g.bench_function("reference_tree_path", |b| {
+        b.iter(|| tree_identity(black_box(&cfg)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("identity_json");
@@ -286,22 +328,29 @@ fn bench_identity(c: &mut Criterion) {
             (v, blake3::hash(black_box(&request)))
         })
     });
+    g.bench_function("reference_tree_path_json", |b| {
+        b.iter(|| tree_identity_of_json(black_box(&request)))
+    });
     g.finish();
 
-    // Where the struct path spends its time: the stages of `cairn::identity`, one by one.
+    // Where the struct path spends its time: the direct encoding with and without BLAKE3, and
+    // the stages of the old tree path.
     let document = cairn::document_of_json(&request).expect("document");
     let mut g = c.benchmark_group("identity_struct_stages");
     g.throughput(Throughput::Elements(1))
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    g.bench_function("ciborium_value_serialized", |b| {
-        b.iter(|| ciborium::Value::serialized(black_box(&cfg)).unwrap())
-    });
     g.bench_function("value_from_serialize", |b| {
         b.iter(|| Value::from_serialize(black_box(&cfg), "config").unwrap())
     });
-    g.bench_function("value_from_serialize_without_drop", |b| {
-        b.iter_with_large_drop(|| Value::from_serialize(black_box(&cfg), "config").unwrap())
+    g.bench_function("tree_ciborium_value_serialized", |b| {
+        b.iter(|| ciborium::Value::serialized(black_box(&cfg)).unwrap())
+    });
+    g.bench_function("tree_value_from_cbor_value", |b| {
+        b.iter(|| {
+            Value::from_cbor_value(ciborium::Value::serialized(black_box(&cfg)).unwrap(), "c")
+                .unwrap()
+        })
     });
     g.bench_function("document_to_cbor", |b| {
         b.iter(|| black_box(&document).to_cbor())

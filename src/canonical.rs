@@ -183,12 +183,14 @@ pub fn reduce_float(f: f64) -> Result<Value, CanonicalErrorKind> {
     if !f.is_finite() {
         return Err(CanonicalErrorKind::NotFinite);
     }
+    Ok(integral(f).map_or(Value::Float(f), Value::Integer))
+}
+
+/// The integer a finite float reduces to, if it is integral within the integer range.
+fn integral(f: f64) -> Option<i128> {
     // Both bounds are exact in f64; `-0.0` lands here and becomes 0.
-    if f.trunc() == f && (-18446744073709551616.0..18446744073709551616.0).contains(&f) {
-        Ok(Value::Integer(f as i128))
-    } else {
-        Ok(Value::Float(f))
-    }
+    (f.trunc() == f && (-18446744073709551616.0..18446744073709551616.0).contains(&f))
+        .then_some(f as i128)
 }
 
 fn from_cbor(v: ciborium::Value, depth: usize) -> Result<Value, PathError> {
@@ -260,7 +262,9 @@ impl Value {
 
     /// Parses JSON text strictly (duplicate keys, exact integer literals; see [`crate::json`]).
     pub fn from_json_slice(bytes: &[u8], root: &str) -> Result<Value> {
-        Ok(encoder::decode(&crate::json::canonical_cbor(bytes, root)?))
+        Ok(encoder::decode(
+            crate::json::canonical_cbor(bytes, root)?.bytes(),
+        ))
     }
 
     /// Converts a parsed JSON value (numbers kept exact by `arbitrary_precision`) as a field of
@@ -342,6 +346,7 @@ impl Value {
 }
 
 /// A CBOR head: major type and argument in the shortest form (RFC 8949 §4.2.1).
+#[inline]
 fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
     let m = major << 5;
     if arg < 24 {
@@ -372,25 +377,31 @@ fn write_int(out: &mut Vec<u8>, i: i128) {
 /// A finite, non-integral float in the shortest of half, single and double that keeps its
 /// exact value.
 fn write_float(out: &mut Vec<u8>, f: f64) {
-    let half = half::f16::from_f64(f);
     let single = f as f32;
+    // Most floats need a double; only a float exact in single can be exact in half.
+    if f64::from(single).to_bits() != f.to_bits() {
+        out.push(0xfb);
+        out.extend_from_slice(&f.to_be_bytes());
+        return;
+    }
+    let half = half::f16::from_f64(f);
     if f64::from(half).to_bits() == f.to_bits() {
         out.push(0xf9);
         out.extend_from_slice(&half.to_be_bytes());
-    } else if f64::from(single).to_bits() == f.to_bits() {
+    } else {
         out.push(0xfa);
         out.extend_from_slice(&single.to_be_bytes());
-    } else {
-        out.push(0xfb);
-        out.extend_from_slice(&f.to_be_bytes());
     }
 }
 
 /// Any float, reduced per identity v1 ([`reduce_float`]) and encoded.
 fn write_number(out: &mut Vec<u8>, f: f64) -> Result<(), CanonicalErrorKind> {
-    match reduce_float(f)? {
-        Value::Integer(i) => write_int(out, i),
-        _ => write_float(out, f),
+    if !f.is_finite() {
+        return Err(CanonicalErrorKind::NotFinite);
+    }
+    match integral(f) {
+        Some(i) => write_int(out, i),
+        None => write_float(out, f),
     }
     Ok(())
 }

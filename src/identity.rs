@@ -407,15 +407,6 @@ fn is_map(cbor: &[u8]) -> bool {
     cbor.first().is_some_and(|b| b >> 5 == 5)
 }
 
-/// Appends the config's canonical bytes to a document, reduced by `schema`.
-fn push_config(out: &mut Vec<u8>, config: &[u8], schema: &Schema) {
-    if schema.is_empty() {
-        out.extend_from_slice(config);
-    } else {
-        schema.reduce(encoder::decode(config)).encode_into(out);
-    }
-}
-
 /// The identity of `module` with any `Serialize` config and predicate and no schema.
 ///
 /// ```
@@ -470,29 +461,40 @@ where
 /// where config, predicate and schema are optional. Other keys are ignored (a `model.json` is a
 /// valid request).
 pub fn identity_of_json(text: &[u8]) -> Result<Identity> {
-    Ok(Identity(
-        *blake3::hash(&document_cbor_of_json(text)?).as_bytes(),
-    ))
+    with_document_cbor_of_json(text, |doc| Identity(*blake3::hash(doc).as_bytes()))
 }
 
 /// The canonical identity document of an identity request given as JSON text.
 pub fn document_of_json(text: &[u8]) -> Result<Value> {
-    Ok(encoder::decode(&document_cbor_of_json(text)?))
+    with_document_cbor_of_json(text, encoder::decode)
 }
 
-/// The encoded identity document of a request: the request is parsed to canonical bytes once and
-/// its config and predicate are copied into the document as they are (unless a schema reduces
-/// the config).
-fn document_cbor_of_json(text: &[u8]) -> Result<Vec<u8>> {
-    let request = crate::json::canonical_cbor(text, "$")?;
-    let Some(entries) = encoder::map_entries(&request) else {
-        return Err(Error::InvalidModel {
-            reason: "the request must be a JSON object".into(),
-        });
+/// Calls `f` with the encoded identity document of a request. The request is parsed to
+/// canonical bytes once; the document is written after them in the same buffer, its config and
+/// predicate copied as they are (unless a schema reduces the config).
+fn with_document_cbor_of_json<T>(text: &[u8], f: impl FnOnce(&[u8]) -> T) -> Result<T> {
+    let mut enc = crate::json::canonical_cbor(text, "$")?;
+    let not_object = || Error::InvalidModel {
+        reason: "the request must be a JSON object".into(),
     };
-    let get = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-    let module = match get("module") {
-        Some(m) if m[0] >> 5 == 3 => m,
+    let (mut module, mut config, mut predicate, mut schema) = (None, None, None, None);
+    let span = |v: &[u8], all: &[u8]| {
+        let start = v.as_ptr() as usize - all.as_ptr() as usize;
+        start..start + v.len()
+    };
+    for (key, v) in enc.root_entries().ok_or_else(not_object)? {
+        let slot = match key {
+            "module" => &mut module,
+            "config" => &mut config,
+            "predicate" => &mut predicate,
+            "schema" => &mut schema,
+            _ => continue,
+        };
+        *slot = Some(span(v, enc.bytes()));
+    }
+    let bytes = enc.bytes();
+    let module = match module {
+        Some(m) if bytes[m.start] >> 5 == 3 => m,
         Some(_) => {
             return Err(Error::InvalidModel {
                 reason: "module must be a string".into(),
@@ -504,12 +506,10 @@ fn document_cbor_of_json(text: &[u8]) -> Result<Vec<u8>> {
             });
         }
     };
-    let config = get("config").unwrap_or(EMPTY_MAP);
-    let predicate = get("predicate").unwrap_or(EMPTY_MAP);
-    let schema = match get("schema") {
+    let schema = match schema {
         None => Schema::empty(),
-        Some(v) if is_map(v) => {
-            serde_json::from_value(encoder::decode(v).to_json()).map_err(|e| {
+        Some(v) if is_map(&bytes[v.clone()]) => {
+            serde_json::from_value(encoder::decode(&bytes[v]).to_json()).map_err(|e| {
                 Error::InvalidModel {
                     reason: format!("schema: {e}"),
                 }
@@ -521,16 +521,30 @@ fn document_cbor_of_json(text: &[u8]) -> Result<Vec<u8>> {
             });
         }
     };
+    let part = |r: Option<std::ops::Range<usize>>| r.map_or(EMPTY_MAP, |r| &bytes[r]);
     // An empty text is the single byte 0x60.
-    check_parts(module == [0x60], is_map(predicate))?;
-    let mut out = Vec::with_capacity(request.len() + DOC_START.len());
+    check_parts(
+        bytes[module.clone()] == [0x60],
+        is_map(part(predicate.clone())),
+    )?;
+    let reduced =
+        (!schema.is_empty()).then(|| schema.reduce(encoder::decode(part(config.clone()))));
+    let doc_start = bytes.len();
+    let out = enc.out_mut();
     out.extend_from_slice(DOC_START);
-    push_config(&mut out, config, &schema);
+    match (reduced, config) {
+        (Some(reduced), _) => reduced.encode_into(out),
+        (None, Some(c)) => out.extend_from_within(c),
+        (None, None) => out.extend_from_slice(EMPTY_MAP),
+    }
     out.extend_from_slice(KEY_MODULE);
-    out.extend_from_slice(module);
+    out.extend_from_within(module);
     out.extend_from_slice(KEY_PREDICATE);
-    out.extend_from_slice(predicate);
-    Ok(out)
+    match predicate {
+        Some(p) => out.extend_from_within(p),
+        None => out.extend_from_slice(EMPTY_MAP),
+    }
+    Ok(f(&out[doc_start..]))
 }
 
 #[cfg(test)]

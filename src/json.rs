@@ -15,11 +15,12 @@ use crate::canonical::encoder::Open;
 use crate::canonical::{Encoder, INT_MAX, INT_MIN, NUMBER_TOKEN, Value};
 use crate::error::{CanonicalErrorKind, Error, Result};
 
-/// Parses JSON text straight to the canonical CBOR of its value (nesting counted from the
-/// text's outermost container; errors name paths below `root`). Syntax errors, and number
-/// literals out of range, are [`Error::Json`] and take precedence over canonicalization errors
-/// (duplicate keys, nesting, the reserved key), of which the first is reported.
-pub(crate) fn canonical_cbor(bytes: &[u8], root: &str) -> Result<Vec<u8>> {
+/// Parses JSON text straight to the canonical CBOR of its value, in the returned encoder
+/// (nesting counted from the text's outermost container; errors name paths below `root`).
+/// Syntax errors, and number literals out of range, are [`Error::Json`] and take precedence over
+/// canonicalization errors (duplicate keys, nesting, the reserved key), of which the first is
+/// reported.
+pub(crate) fn canonical_cbor(bytes: &[u8], root: &str) -> Result<Encoder> {
     let mut enc = Encoder::new(root, 0);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let range = bytes.as_ptr_range();
@@ -31,7 +32,7 @@ pub(crate) fn canonical_cbor(bytes: &[u8], root: &str) -> Result<Vec<u8>> {
     de.end().map_err(json_error)?;
     match enc.take_error() {
         Some(e) => Err(e),
-        None => Ok(enc.into_bytes()),
+        None => Ok(enc),
     }
 }
 

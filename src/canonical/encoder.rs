@@ -58,7 +58,24 @@ pub(crate) struct Open {
     count: usize,
 }
 
-/// A canonical CBOR writer over a reusable buffer.
+/// The buffers of an [`Encoder`], kept per thread between uses (allocating and growing them
+/// anew would cost a good part of an identity).
+#[derive(Default)]
+struct Buffers {
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    entries: Vec<Entry>,
+    path: Vec<Segment>,
+}
+
+/// Buffers larger than this are not kept for the next encoder.
+const KEEP_LIMIT: usize = 1 << 20;
+
+thread_local! {
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+}
+
+/// A canonical CBOR writer over reusable buffers.
 pub(crate) struct Encoder {
     out: Vec<u8>,
     scratch: Vec<u8>,
@@ -68,21 +85,26 @@ pub(crate) struct Encoder {
     root: &'static str,
     owned_root: Option<String>,
     error: Option<Error>,
+    /// The entries of the outermost map once closed: (key text start, value start, value end).
+    root_entries: Vec<(usize, usize, usize)>,
 }
 
 impl Encoder {
     /// An empty encoder; values written start at nesting `depth` (1 for a field of a document)
     /// and errors name paths below `root`.
     pub(crate) fn new(root: &str, depth: usize) -> Self {
+        // A nested use (a `Serialize` impl computing an identity) finds no spare and allocates.
+        let b = SPARE.with(|s| s.take()).unwrap_or_default();
         let mut e = Encoder {
-            out: Vec::with_capacity(1024),
-            scratch: Vec::new(),
-            entries: Vec::with_capacity(32),
-            path: Vec::with_capacity(8),
+            out: b.out,
+            scratch: b.scratch,
+            entries: b.entries,
+            path: b.path,
             depth,
             root: "",
             owned_root: None,
             error: None,
+            root_entries: Vec::new(),
         };
         e.set_root(root, depth);
         e
@@ -115,9 +137,16 @@ impl Encoder {
         &mut self.out
     }
 
-    /// The output.
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.out
+    /// The entries of the outermost value, if it is a map: (key, encoded value) in canonical
+    /// order.
+    pub(crate) fn root_entries(&self) -> Option<impl Iterator<Item = (&str, &[u8])>> {
+        if self.out.first()? >> 5 != 5 {
+            return None;
+        }
+        Some(self.root_entries.iter().map(|&(k, v, end)| {
+            let key = std::str::from_utf8(&self.out[k..v]).expect("keys are UTF-8");
+            (key, &self.out[v..end])
+        }))
     }
 
     /// The first error recorded, if any.
@@ -306,14 +335,18 @@ impl Encoder {
     pub(crate) fn end_map(&mut self, m: Open) -> Result<(), Failed> {
         self.depth -= 1;
         let out = &self.out;
-        let key = |e: &Entry| &out[e.start..e.value];
+        // Encoded keys compare bytewise exactly as RFC 8949 §4.2.1 orders them. The first byte
+        // (the head, which holds the length of keys under 24 bytes) usually decides.
+        let cmp = |a: &Entry, b: &Entry| {
+            let (a, b) = (&out[a.start..a.value], &out[b.start..b.value]);
+            a[0].cmp(&b[0]).then_with(|| a[1..].cmp(&b[1..]))
+        };
         let entries = &mut self.entries[m.base..];
-        // Encoded keys compare bytewise exactly as RFC 8949 §4.2.1 orders them.
-        let sorted = entries.windows(2).all(|w| key(&w[0]) < key(&w[1]));
+        let sorted = entries.windows(2).all(|w| cmp(&w[0], &w[1]).is_lt());
         let mut r = Ok(());
         if !sorted {
-            entries.sort_unstable_by(|a, b| key(a).cmp(key(b)));
-            if let Some(w) = entries.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
+            entries.sort_unstable_by(cmp);
+            if let Some(w) = entries.windows(2).find(|w| cmp(&w[0], &w[1]).is_eq()) {
                 let k =
                     String::from_utf8(out[w[0].text..w[0].value].to_vec()).expect("keys are UTF-8");
                 r = Err(CanonicalErrorKind::DuplicateKey(k));
@@ -328,8 +361,39 @@ impl Encoder {
         } else {
             self.close(m.start, 5, m.count);
         }
+        if self.path.is_empty() && m.base == 0 {
+            // The outermost map: note where its entries ended up.
+            let entries = &self.entries[..];
+            let body: usize = entries.iter().map(|e| e.end - e.start).sum();
+            let mut at = self.out.len() - body;
+            self.root_entries.clear();
+            for e in entries {
+                let start = at;
+                at += e.end - e.start;
+                self.root_entries
+                    .push((start + e.text - e.start, start + e.value - e.start, at));
+            }
+        }
         self.entries.truncate(m.base);
         r.map_err(|k| self.fail(k))
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        let mut b = Buffers {
+            out: std::mem::take(&mut self.out),
+            scratch: std::mem::take(&mut self.scratch),
+            entries: std::mem::take(&mut self.entries),
+            path: std::mem::take(&mut self.path),
+        };
+        if b.out.capacity().max(b.scratch.capacity()) <= KEEP_LIMIT {
+            b.out.clear();
+            b.scratch.clear();
+            b.entries.clear();
+            b.path.clear();
+            SPARE.with(|s| s.set(Some(b)));
+        }
     }
 }
 
@@ -406,34 +470,4 @@ fn skip_one(pos: &mut usize, v: Value) -> Value {
 
 fn utf8(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).expect("canonical text is UTF-8")
-}
-
-/// The entries of the canonical map at the start of `bytes`, as (key, encoded value); `None`
-/// when `bytes` does not start with a map.
-pub(crate) fn map_entries(bytes: &[u8]) -> Option<Vec<(&str, &[u8])>> {
-    if bytes.first()? >> 5 != 5 {
-        return None;
-    }
-    let mut pos = 0;
-    let (_, n) = read_head(bytes, &mut pos);
-    let mut out = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let (_, len) = read_head(bytes, &mut pos);
-        let k = std::str::from_utf8(take(bytes, &mut pos, len)).expect("canonical text is UTF-8");
-        let start = pos;
-        skip(bytes, &mut pos);
-        out.push((k, &bytes[start..pos]));
-    }
-    Some(out)
-}
-
-/// Moves `pos` past one canonical value.
-fn skip(b: &[u8], pos: &mut usize) {
-    let (major, arg) = read_head(b, pos);
-    match major {
-        2 | 3 => *pos += arg as usize,
-        4 => (0..arg).for_each(|_| skip(b, pos)),
-        5 => (0..arg * 2).for_each(|_| skip(b, pos)),
-        _ => {}
-    }
 }
