@@ -293,6 +293,18 @@ impl Schema {
         self.defaults.is_empty() && self.non_identifying.is_empty()
     }
 
+    /// Appends the encoded config `config` (canonical CBOR) reduced by this schema: the
+    /// encoding of [`Schema::reduce`] of its value, computed on the bytes (no values are built;
+    /// a property test compares the two).
+    fn reduce_cbor(&self, config: &[u8], out: &mut Vec<u8>) {
+        if !is_map(config) {
+            out.extend_from_slice(config);
+            return;
+        }
+        let ni: Vec<&str> = self.non_identifying.iter().map(String::as_str).collect();
+        reduce_map(config, &ni, Some(&self.defaults), out, &mut Vec::new());
+    }
+
     /// Reduces a canonical config (identity v1, rule 2). Non-map configs pass unchanged.
     pub fn reduce(&self, config: Value) -> Value {
         let Value::Map(mut m) = config else {
@@ -327,6 +339,64 @@ impl<'de> Deserialize<'de> for Schema {
             ..schema
         })
     }
+}
+
+/// Appends the encoded map `m` without the entries at the non-identifying paths `ni` (relative
+/// to `m`) and without entries equal to their default in `defaults`; returns how many entries it
+/// kept. A nested map with map defaults is reduced the same way and dropped if nothing is left
+/// (which is also what happens when it equals its default); other values are dropped when their
+/// encoding equals the default's.
+fn reduce_map(
+    m: &[u8],
+    ni: &[&str],
+    defaults: Option<&Map>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> usize {
+    let start = out.len();
+    out.push(0);
+    let mut count = 0;
+    let mut child_ni = Vec::new();
+    for (k, key, v) in encoder::map_entries(m) {
+        child_ni.clear();
+        let mut non_identifying = false;
+        for p in ni {
+            match p.split_once('.') {
+                None => non_identifying |= *p == k,
+                Some((head, rest)) if head == k => child_ni.push(rest),
+                Some(_) => {}
+            }
+        }
+        if non_identifying {
+            continue;
+        }
+        let entry = out.len();
+        out.extend_from_slice(key);
+        match defaults.and_then(|d| d.get(k)) {
+            Some(Value::Map(d)) if is_map(v) => {
+                if reduce_map(v, &child_ni, Some(d), out, scratch) == 0 {
+                    out.truncate(entry);
+                    continue;
+                }
+            }
+            _ if is_map(v) && !child_ni.is_empty() => {
+                reduce_map(v, &child_ni, None, out, scratch);
+            }
+            Some(d) => {
+                scratch.clear();
+                d.encode_into(scratch);
+                if scratch[..] == *v {
+                    out.truncate(entry);
+                    continue;
+                }
+                out.extend_from_slice(v);
+            }
+            None => out.extend_from_slice(v),
+        }
+        count += 1;
+    }
+    encoder::close_container(out, start, 5, count);
+    count
 }
 
 fn remove_path(m: &mut Map, path: &str) {
@@ -442,9 +512,12 @@ where
     let start = enc.bytes().len();
     enc.serialize(config).map_err(|_| enc.error())?;
     if !schema.is_empty() {
-        let reduced = schema.reduce(encoder::decode(&enc.bytes()[start..]));
-        enc.out_mut().truncate(start);
-        reduced.encode_into(enc.out_mut());
+        // Reduced after the config in the same buffer, then moved into its place.
+        let end = enc.bytes().len();
+        let out = enc.out_mut();
+        let config = out[start..end].to_vec();
+        schema.reduce_cbor(&config, out);
+        out.drain(start..end);
     }
     enc.out_mut().extend_from_slice(KEY_MODULE);
     enc.text(module);
@@ -527,15 +600,16 @@ fn with_document_cbor_of_json<T>(text: &[u8], f: impl FnOnce(&[u8]) -> T) -> Res
         bytes[module.clone()] == [0x60],
         is_map(part(predicate.clone())),
     )?;
-    let reduced =
-        (!schema.is_empty()).then(|| schema.reduce(encoder::decode(part(config.clone()))));
     let doc_start = bytes.len();
     let out = enc.out_mut();
     out.extend_from_slice(DOC_START);
-    match (reduced, config) {
-        (Some(reduced), _) => reduced.encode_into(out),
-        (None, Some(c)) => out.extend_from_within(c),
-        (None, None) => out.extend_from_slice(EMPTY_MAP),
+    match config {
+        Some(c) if !schema.is_empty() => {
+            let config = out[c].to_vec();
+            schema.reduce_cbor(&config, out);
+        }
+        Some(c) => out.extend_from_within(c),
+        None => out.extend_from_slice(EMPTY_MAP),
     }
     out.extend_from_slice(KEY_MODULE);
     out.extend_from_within(module);

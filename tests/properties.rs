@@ -1227,3 +1227,93 @@ fn serialize_errors_name_the_path() {
         "config: map key is not text"
     );
 }
+
+/// Values from a small universe (few keys, few leaves), so that configs and defaults overlap and
+/// often agree.
+fn small_value() -> BoxedStrategy<Value> {
+    let leaf = prop::sample::select(vec![
+        Value::Integer(0),
+        Value::Integer(1),
+        Value::Float(0.5),
+        Value::Text("x".into()),
+        Value::Bool(true),
+        Value::Null,
+        Value::Map(Map::new()),
+    ]);
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            1 => vec(inner.clone(), 0..3).prop_map(Value::Array),
+            3 => vec((prop::sample::select(vec!["a", "b", "c"]), inner), 0..4).prop_map(|e| {
+                Value::Map(map_of(e.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+            }),
+        ]
+    })
+    .boxed()
+}
+
+proptest! {
+    #![proptest_config(cases(2048))]
+
+    /// A schema reduces a config the same on every path: the `Serialize` path and the JSON path
+    /// (which reduce canonical bytes) agree with `Schema::reduce` on values.
+    #[test]
+    fn schema_reduction_agrees_on_every_path(
+        config in small_value(),
+        defaults in small_value(),
+        ni in vec(prop::sample::select(vec!["a", "b", "c", "a.b", "b.c", "a.a.c", "c.a", "a.b.c"]), 0..3),
+    ) {
+        let Value::Map(defaults) = defaults else { return Ok(()) };
+        let schema = Schema::new(&json_object(&defaults), &ni).unwrap();
+        let expected = Identity::of_document(
+            &document("m", config.clone(), Value::Map(Map::new()), &schema).unwrap(),
+        );
+        let json = config.to_json();
+        prop_assert_eq!(cairn::identity_with_schema("m", &json, &Empty, &schema).unwrap(), expected);
+        let text = serde_json::to_string(&serde_json::json!({
+            "module": "m",
+            "config": json,
+            "schema": schema,
+        }))
+        .unwrap();
+        prop_assert_eq!(cairn::identity_of_json(text.as_bytes()).unwrap(), expected);
+    }
+}
+
+/// Bad JSON of every kind gets the same error on the direct path as on the tree path, including
+/// which error wins when several are present.
+#[test]
+fn direct_json_errors_match_the_tree_path() {
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let cases: Vec<String> = [
+        "",
+        "{",
+        "[1,]",
+        "{} x",
+        "NaN",
+        "[1e400]",
+        "-1e400",
+        r#"{"a": 18446744073709551616}"#,
+        "-18446744073709551617",
+        r#"{"a": 1, "a": 2}"#,
+        r#"{"b": {"x": 1, "x": 2}, "a": 1e400}"#,
+        r#"{"a": {"x": 1, "x": 2}, "b": [1, 2, {"c": 1, "c": 2}]}"#,
+        r#"{"a": 1, "a": 2, "b": {"x": 1, "x": 1}}"#,
+        r#"{"$serde_json::private::Number": "5"}"#,
+        r#"{"a": 1, "$serde_json::private::Numbe\u0072": 2}"#,
+        r#"[{"a": 1, "a": 2}, {"k": 1, "k": 2} x"#,
+        r#"{"a": "\ud800"}"#,
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([deep(127), deep(128), deep(129), format!("[{}, 1e400]", deep(128))])
+    .collect();
+    for text in cases {
+        let tree =
+            cairn::json::parse(text.as_bytes()).and_then(|t| Value::from_cbor_value(t, "$"));
+        assert_eq!(
+            outcome(Value::from_json_slice(text.as_bytes(), "$")),
+            outcome(tree),
+            "{text}"
+        );
+    }
+}

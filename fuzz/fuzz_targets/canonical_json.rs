@@ -1,6 +1,7 @@
-//! Arbitrary bytes as JSON text (FORMAT.md §2): parsing never panics; an accepted value encodes
-//! to canonical CBOR that strictly decodes to the same value, survives `to_json` → text → parse,
-//! and gives the same identity as a config however it is re-spelled.
+//! Arbitrary bytes as JSON text (FORMAT.md §2): parsing never panics; the direct encoder agrees
+//! with the tree path (`json::parse` + canonicalization) on the value or the exact error; an
+//! accepted value encodes to canonical CBOR that strictly decodes to the same value, survives
+//! `to_json` → text → parse, and gives the same identity as a config however it is re-spelled.
 #![no_main]
 
 use cairn::canonical::{Map, Value};
@@ -34,7 +35,15 @@ fuzz_target!(|data: &[u8]| {
     let request_id = cairn::identity_of_json(data);
     let _ = cairn::document_of_json(data);
 
-    let Ok(v) = Value::from_json_slice(data, "$") else {
+    let direct = Value::from_json_slice(data, "$");
+    let tree = cairn::json::parse(data).and_then(|t| Value::from_cbor_value(t, "$"));
+    match (&direct, &tree) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "direct and tree paths disagree"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "errors disagree"),
+        _ => panic!("direct {direct:?} vs tree {tree:?}"),
+    }
+
+    let Ok(v) = direct else {
         assert!(request_id.is_err(), "a request that is not even a value has an identity");
         return;
     };

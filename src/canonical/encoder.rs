@@ -281,18 +281,7 @@ impl Encoder {
     /// Closes an array.
     pub(crate) fn end_array(&mut self, a: Open) {
         self.depth -= 1;
-        self.close(a.start, 4, a.count);
-    }
-
-    /// Writes the final head of the container at `start`, replacing its reserved byte.
-    fn close(&mut self, start: usize, major: u8, count: usize) {
-        if count < 24 {
-            self.out[start] = (major << 5) | count as u8;
-        } else {
-            let mut h = Vec::with_capacity(9);
-            head(&mut h, major, count as u64);
-            self.out.splice(start..start + 1, h);
-        }
+        close_container(&mut self.out, a.start, 4, a.count);
     }
 
     /// Opens a map.
@@ -359,7 +348,7 @@ impl Encoder {
             self.out.truncate(m.start);
             self.out.extend_from_slice(&self.scratch);
         } else {
-            self.close(m.start, 5, m.count);
+            close_container(&mut self.out, m.start, 5, m.count);
         }
         if self.path.is_empty() && m.base == 0 {
             // The outermost map: note where its entries ended up.
@@ -470,4 +459,46 @@ fn skip_one(pos: &mut usize, v: Value) -> Value {
 
 fn utf8(b: &[u8]) -> String {
     String::from_utf8(b.to_vec()).expect("canonical text is UTF-8")
+}
+
+/// The entries of the canonical map `bytes` (which must be one), in order, as (key text,
+/// encoded key, encoded value).
+pub(crate) fn map_entries(bytes: &[u8]) -> impl Iterator<Item = (&str, &[u8], &[u8])> {
+    let mut pos = 0;
+    let (major, n) = read_head(bytes, &mut pos);
+    assert_eq!(major, 5, "not a map");
+    (0..n).map(move |_| {
+        let key_start = pos;
+        let (_, len) = read_head(bytes, &mut pos);
+        let text = std::str::from_utf8(take(bytes, &mut pos, len)).expect("keys are UTF-8");
+        let value_start = pos;
+        skip(bytes, &mut pos);
+        (
+            text,
+            &bytes[key_start..value_start],
+            &bytes[value_start..pos],
+        )
+    })
+}
+
+/// Moves `pos` past one canonical value.
+fn skip(b: &[u8], pos: &mut usize) {
+    let (major, arg) = read_head(b, pos);
+    match major {
+        2 | 3 => *pos += arg as usize,
+        4 => (0..arg).for_each(|_| skip(b, pos)),
+        5 => (0..arg * 2).for_each(|_| skip(b, pos)),
+        _ => {}
+    }
+}
+
+/// Replaces the reserved head byte at `start` with the head of a container of `count` items.
+pub(crate) fn close_container(out: &mut Vec<u8>, start: usize, major: u8, count: usize) {
+    if count < 24 {
+        out[start] = (major << 5) | count as u8;
+    } else {
+        let mut h = Vec::with_capacity(9);
+        head(&mut h, major, count as u64);
+        out.splice(start..start + 1, h);
+    }
 }

@@ -354,7 +354,7 @@ impl ser::SerializeStruct for StructSer<'_> {
                     return Err(enc.fail(RESERVED_KEY));
                 }
                 *seen = true;
-                v.serialize(NumberSer { enc: &mut **enc })
+                v.serialize(NumberSer { enc })
             }
         }
     }
