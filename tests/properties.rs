@@ -1305,11 +1305,15 @@ fn direct_json_errors_match_the_tree_path() {
     ]
     .into_iter()
     .map(String::from)
-    .chain([deep(127), deep(128), deep(129), format!("[{}, 1e400]", deep(128))])
+    .chain([
+        deep(127),
+        deep(128),
+        deep(129),
+        format!("[{}, 1e400]", deep(128)),
+    ])
     .collect();
     for text in cases {
-        let tree =
-            cairn::json::parse(text.as_bytes()).and_then(|t| Value::from_cbor_value(t, "$"));
+        let tree = cairn::json::parse(text.as_bytes()).and_then(|t| Value::from_cbor_value(t, "$"));
         assert_eq!(
             outcome(Value::from_json_slice(text.as_bytes(), "$")),
             outcome(tree),
