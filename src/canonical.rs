@@ -3,6 +3,9 @@
 //! A [`Value`] is always canonical: map keys are unique text in canonical order, floats are finite
 //! and non-integral (integral floats were reduced to integers), integers lie in −2^64 … 2^64−1.
 //! Every constructor enforces this, so encoding cannot fail and equal values encode equally.
+//!
+//! `Serialize` values and JSON text are encoded without building a [`Value`] first
+//! (`encoder`, `ser`); a [`Value`] is decoded from those bytes only when asked for.
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -156,24 +159,28 @@ impl PathError {
         let mut path = root.to_owned();
         for seg in self.rev_path.iter().rev() {
             match seg {
-                Segment::Index(i) => {
-                    let _ = write!(path, "[{i}]");
-                }
-                Segment::Key(k)
-                    if !k.is_empty()
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-                {
-                    let _ = write!(path, ".{k}");
-                }
-                Segment::Key(k) => {
-                    let _ = write!(path, "[{k:?}]");
-                }
+                Segment::Index(i) => push_index(&mut path, *i),
+                Segment::Key(k) => push_key(&mut path, k),
             }
         }
         Error::Canonical {
             path,
             kind: self.kind,
         }
+    }
+}
+
+/// Appends an array index to an error path: `[3]`.
+fn push_index(path: &mut String, i: usize) {
+    let _ = write!(path, "[{i}]");
+}
+
+/// Appends a map key to an error path: `.name` for plain keys, `["a b"]` for any other.
+fn push_key(path: &mut String, k: &str) {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let _ = write!(path, ".{k}");
+    } else {
+        let _ = write!(path, "[{k:?}]");
     }
 }
 
@@ -252,7 +259,7 @@ impl Value {
     }
 
     /// Canonicalizes any `Serialize` value (structs become maps keyed by field name; the mapping
-    /// is described in FORMAT.md §2.2) as a field of an identity document (so it nests at most
+    /// is described in FORMAT.md §2.6) as a field of an identity document (so it nests at most
     /// `MAX_DEPTH - 1` levels).
     pub fn from_serialize<T: Serialize + ?Sized>(v: &T, root: &str) -> Result<Value> {
         let mut enc = Encoder::new(root, 1);
