@@ -97,14 +97,15 @@ impl Model {
         identity::document(
             &self.module,
             Value::from_json_value(&self.config, "config")?,
-            Value::from_json_value(&Json::Object(self.predicate.clone()), "predicate")?,
+            Value::from_serialize(&self.predicate, "predicate")?,
             &self.schema,
         )
     }
 
     /// The run's identity under the model's own schema.
     pub fn identity(&self) -> Result<Identity> {
-        Ok(Identity::of_document(&self.document()?))
+        // Equal to hashing `document()`, without building it.
+        identity::identity_with_schema(&self.module, &self.config, &self.predicate, &self.schema)
     }
 
     /// `model.json` bytes: pretty JSON, keys sorted, newline-terminated.

@@ -743,6 +743,7 @@ proptest! {
         prop_assert_eq!(&read, &model);
         prop_assert_eq!(read.to_json_bytes(), bytes.clone());
         let id = model.identity().unwrap();
+        prop_assert_eq!(Identity::of_document(&model.document().unwrap()), id);
         prop_assert_eq!(read.identity().unwrap(), id);
         prop_assert_eq!(cairn::identity_of_json(&bytes).unwrap(), id);
 
