@@ -75,7 +75,8 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),
 /// `enospc` (the same as ENOSPC) or `abort` (kill the process on the spot, as a crash would).
-/// Without the feature this compiles to nothing.
+/// `action@N` fires only from the N-th time the point is reached (1-based) in this process, so a
+/// fault can hit in the middle of a batch. Without the feature this compiles to nothing.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) -> Result<()> {
     let Ok(spec) = std::env::var("CAIRN_FAILPOINTS") else {
@@ -87,6 +88,27 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
         };
         if point != name {
             continue;
+        }
+        let (action, from) = match action.split_once('@') {
+            Some((a, n)) => (a, n.parse::<u64>().unwrap_or(1)),
+            None => (action, 1),
+        };
+        static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+        let hit = {
+            let mut hits = HITS.lock().expect("failpoint lock");
+            match hits.iter_mut().find(|(p, _)| p == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    hits.push((name.to_owned(), 1));
+                    1
+                }
+            }
+        };
+        if hit < from {
+            return Ok(());
         }
         return match action {
             "abort" => std::process::abort(),

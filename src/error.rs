@@ -116,6 +116,43 @@ pub enum Error {
         /// How many runs it matches.
         matches: usize,
     },
+    /// Artifact configuration (environment, `.env` file) names something cairn does not know.
+    #[error("{origin}: {reason}")]
+    InvalidConfig {
+        /// Where the setting came from (a variable name or a file).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No resource has this id.
+    #[error("no resource {id}")]
+    UnknownResource {
+        /// The id asked for.
+        id: uuid::Uuid,
+    },
+    /// A resource's bytes do not match its record (size or sha256).
+    #[error("resource {id} ({name:?}): {what} is {found}, the record says {expected}")]
+    ResourceMismatch {
+        /// The resource.
+        id: uuid::Uuid,
+        /// Its name.
+        name: String,
+        /// `"size"` or `"sha256"`.
+        what: &'static str,
+        /// The value in the record.
+        expected: String,
+        /// The value of the bytes found.
+        found: String,
+    },
+    /// An inline resource's bytes are missing from the index (it was deleted or rebuilt from
+    /// scratch; inline bytes have no other copy).
+    #[error("resource {id} ({name:?}): its inline bytes are gone from the index")]
+    InlineBytesGone {
+        /// The resource.
+        id: uuid::Uuid,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What is wrong with a value that cannot be canonicalized.

@@ -10,6 +10,7 @@
 //! - [`Store`], [`Run`]: a root of run directories; [`Store::get_or_create`] materializes runs
 //!   crash-safely ([`store`] module).
 //! - [`walk`]: parallel discovery of run directories.
+//! - [`artifact`]: resources (files attached to runs), inline or in a sharded directory.
 //!
 //! # Example
 //! ```
@@ -32,6 +33,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod canonical;
 mod durable;
 pub mod error;
