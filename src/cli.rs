@@ -92,6 +92,9 @@ enum Command {
         /// Only runs whose identity starts with this prefix (8+ hex characters).
         #[arg(long)]
         prefix: Option<String>,
+        /// Also read every resource and check its size and sha256 (in parallel).
+        #[arg(long)]
+        contents: bool,
     },
     /// Fix what verify finds when the fix needs no guessing: the index always; identity drift
     /// with --rekey; duplicate directories with --force.
@@ -102,6 +105,70 @@ enum Command {
         /// Delete the extra directories of duplicate identities.
         #[arg(long)]
         force: bool,
+    },
+    /// Resources (files attached to runs): add, get, ls, rm.
+    #[command(subcommand)]
+    Resource(ResourceCommand),
+    /// Move resource bytes between backends (default: inline bytes to the filesystem backend).
+    /// Restartable: rows already moved are skipped. Exit 1 when a row failed.
+    Migrate {
+        /// Only count what would move.
+        #[arg(long)]
+        dry_run: bool,
+        /// Target backend: filesystem or inline.
+        #[arg(long, default_value = "filesystem")]
+        to: String,
+        /// With --to inline: largest file moved, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        inline_max: u64,
+        /// Go on with the next row after a failure (default: stop).
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Remove artifact files no record names (crash leftovers) older than a grace period.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Grace period in seconds: younger files are kept.
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Attach FILE (or `-` for standard input) to RUN, in the configured backend
+    /// ($CAIRN_ARTIFACT_BACKEND, $CAIRN_ARTIFACT_FS_ROOT); print the new resource.
+    Add {
+        /// Run identity or unique prefix.
+        run: String,
+        /// The file.
+        file: PathBuf,
+        /// Resource name (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Write a resource's bytes, verified, to standard output or FILE.
+    Get {
+        /// Resource id.
+        id: String,
+        /// Output file (written atomically).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List a run's resources.
+    Ls {
+        /// Run identity or unique prefix.
+        run: String,
+    },
+    /// Delete a resource (no error if it is already gone).
+    Rm {
+        /// Resource id.
+        id: String,
     },
 }
 
@@ -201,8 +268,20 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Find(args) => cmd_find(cli, args),
         Command::Stats => cmd_stats(cli),
-        Command::Verify { module, prefix } => cmd_verify(cli, module.clone(), prefix.as_deref()),
+        Command::Verify {
+            module,
+            prefix,
+            contents,
+        } => cmd_verify(cli, module.clone(), prefix.as_deref(), *contents),
         Command::Repair { rekey, force } => cmd_repair(cli, *rekey, *force),
+        Command::Resource(rc) => cmd_resource(cli, rc),
+        Command::Migrate {
+            dry_run,
+            to,
+            inline_max,
+            keep_going,
+        } => cmd_migrate(cli, *dry_run, to, *inline_max, *keep_going),
+        Command::Gc { dry_run, grace } => cmd_gc(cli, *dry_run, *grace),
     }
 }
 
@@ -557,7 +636,12 @@ fn finding_json(f: &cairn::verify::Finding) -> serde_json::Value {
     })
 }
 
-fn cmd_verify(cli: &Cli, module: Option<String>, prefix: Option<&str>) -> Result<(), Failure> {
+fn cmd_verify(
+    cli: &Cli,
+    module: Option<String>,
+    prefix: Option<&str>,
+    contents: bool,
+) -> Result<(), Failure> {
     let store = open_store(cli)?;
     let schemas = load_schemas(&store)?;
     let mut opts = cairn::verify::VerifyOptions::default();
@@ -587,12 +671,33 @@ fn cmd_verify(cli: &Cli, module: Option<String>, prefix: Option<&str>) -> Result
             out(format!("{n:>10}  {}", kind.as_str()))?;
         }
     }
-    if report.is_clean() {
+    let resources = store.verify_resources(contents)?;
+    for f in &resources.findings {
+        if cli.json {
+            out(json!({"class": f.kind.as_str(), "resource": f.id.to_string(),
+                       "name": f.name, "detail": f.detail}))?;
+        } else {
+            out(f)?;
+        }
+    }
+    if !cli.json {
+        out(format!(
+            "checked {} resources{} in {:.2}s: {} findings",
+            resources.resources,
+            if contents { " (contents)" } else { "" },
+            resources.elapsed.as_secs_f64(),
+            resources.findings.len()
+        ))?;
+    }
+    if report.is_clean() && resources.findings.is_empty() {
         Ok(())
     } else {
         Err(Failure {
             code: FOUND_PROBLEMS,
-            message: format!("{} findings", report.findings.len()),
+            message: format!(
+                "{} findings",
+                report.findings.len() + resources.findings.len()
+            ),
         })
     }
 }
@@ -637,5 +742,237 @@ fn cmd_repair(cli: &Cli, rekey: bool, force: bool) -> Result<(), Failure> {
         }))
     } else {
         out(&report)
+    }
+}
+
+fn resource_json(r: &cairn::artifact::ResourceRecord) -> serde_json::Value {
+    json!({
+        "id": r.id.to_string(),
+        "run": r.run.to_hex(),
+        "name": r.name,
+        "description": r.description,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "backend": r.backend.as_str(),
+        "uri": r.uri,
+        "size_bytes": r.size_bytes,
+        "content_hash": r.content_hash,
+    })
+}
+
+fn print_resource(cli: &Cli, r: &cairn::artifact::ResourceRecord) -> Result<(), Failure> {
+    if cli.json {
+        out(resource_json(r))
+    } else {
+        out(format!(
+            "{}  {:<10} {:>12}  {}  {}",
+            r.id,
+            r.backend.as_str(),
+            r.size_bytes,
+            &r.content_hash[..16],
+            r.name
+        ))
+    }
+}
+
+fn parse_resource_id(id: &str) -> Result<uuid::Uuid, Failure> {
+    uuid::Uuid::try_parse(id).map_err(|e| input_error(format!("invalid resource id {id:?}: {e}")))
+}
+
+fn resolve_run(store: &Store, run: &str) -> Result<cairn::Run, Failure> {
+    store
+        .resolve(run)?
+        .ok_or_else(|| input_error(format!("no run {run}")))
+}
+
+fn bytes_bar(len: u64) -> indicatif::ProgressBar {
+    // Drawn on a terminal only; hidden when stderr is redirected.
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    )
+}
+
+fn cmd_resource(cli: &Cli, rc: &ResourceCommand) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    match rc {
+        ResourceCommand::Add {
+            run,
+            file,
+            name,
+            description,
+        } => {
+            let run = resolve_run(&store, run)?;
+            let name = name.clone().unwrap_or_else(|| {
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "stdin".into())
+            });
+            let (mut input, len): (Box<dyn Read>, u64) = if file == Path::new("-") {
+                (Box::new(std::io::stdin().lock()), 0)
+            } else {
+                let f = std::fs::File::open(file)
+                    .map_err(|e| input_error(format!("open {}: {e}", file.display())))?;
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (Box::new(f), len)
+            };
+            let mut writer = store
+                .resource_writer(&run, &name)?
+                .description(description.clone());
+            let bar = bytes_bar(len);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_error("read", file, e).into()),
+                };
+                writer
+                    .write_all(&buf[..n])
+                    .map_err(|e| io_error("write resource", store.artifact_fs_root(), e))?;
+                bar.inc(n as u64);
+            }
+            let rec = writer.commit()?;
+            bar.finish_and_clear();
+            print_resource(cli, &rec)
+        }
+        ResourceCommand::Get { id, output } => {
+            let id = parse_resource_id(id)?;
+            match output {
+                Some(dest) => {
+                    let rec = store.export_resource(id, dest)?;
+                    if cli.json {
+                        out(resource_json(&rec))?;
+                    }
+                    Ok(())
+                }
+                None => {
+                    let data = store.read_resource_data(id)?;
+                    std::io::stdout()
+                        .lock()
+                        .write_all(&data)
+                        .map_err(|e| io_error("write", "<stdout>", e).into())
+                }
+            }
+        }
+        ResourceCommand::Ls { run } => {
+            let run = resolve_run(&store, run)?;
+            for r in store.list_resources(&run.identity())? {
+                print_resource(cli, &r)?;
+            }
+            Ok(())
+        }
+        ResourceCommand::Rm { id } => {
+            let id = parse_resource_id(id)?;
+            let existed = store.delete_resource(id)?;
+            if cli.json {
+                out(json!({"id": id.to_string(), "deleted": existed}))
+            } else if existed {
+                out(format!("deleted {id}"))
+            } else {
+                out(format!("no resource {id} (nothing to delete)"))
+            }
+        }
+    }
+}
+
+fn cmd_migrate(
+    cli: &Cli,
+    dry_run: bool,
+    to: &str,
+    inline_max: u64,
+    keep_going: bool,
+) -> Result<(), Failure> {
+    use cairn::artifact::{Backend, MigrateOptions};
+    let to = Backend::parse(to)
+        .ok_or_else(|| input_error(format!("unknown backend {to:?} (inline or filesystem)")))?;
+    let store = open_store(cli)?;
+    let opts = MigrateOptions::default()
+        .to(to)
+        .inline_max(inline_max)
+        .keep_going(keep_going)
+        .dry_run(dry_run);
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} resources ({per_sec}, {eta})")
+            .expect("valid template"),
+    );
+    let report = store.migrate_artifacts(&opts, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    for f in &report.failed {
+        let line = f.error.to_string().replace('\n', " ");
+        if cli.json {
+            out(json!({"failed": f.id.to_string(), "name": f.name, "error": line}))?;
+        } else {
+            eprintln!("cairn: warning: resource {} ({:?}) not moved: {line}", f.id, f.name);
+        }
+    }
+    if cli.json {
+        out(json!({
+            "migrated": report.migrated,
+            "skipped": report.skipped,
+            "failed": report.failed.len(),
+            "bytes": report.bytes,
+            "stopped": report.stopped,
+            "dry_run": report.dry_run,
+            "seconds": report.elapsed.as_secs_f64(),
+        }))?;
+    } else {
+        out(&report)?;
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: FOUND_PROBLEMS,
+            message: format!("{} resources could not be moved", report.failed.len()),
+        })
+    }
+}
+
+fn cmd_gc(cli: &Cli, dry_run: bool, grace: u64) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let opts = cairn::artifact::GcOptions::default()
+        .grace(std::time::Duration::from_secs(grace))
+        .dry_run(dry_run);
+    let report = store.gc_artifacts(&opts)?;
+    for (path, size) in &report.removed {
+        if cli.json {
+            out(json!({"removed": path, "bytes": size, "dry_run": dry_run}))?;
+        } else {
+            out(format!(
+                "{} {}  ({size} bytes)",
+                if dry_run { "would remove" } else { "removed" },
+                path.display()
+            ))?;
+        }
+    }
+    for e in &report.errors {
+        eprintln!("cairn: warning: {}", e.to_string().replace('\n', " "));
+    }
+    if cli.json {
+        out(json!({
+            "removed": report.removed.len(),
+            "bytes": report.removed.iter().map(|(_, n)| n).sum::<u64>(),
+            "referenced": report.referenced,
+            "kept_recent": report.kept_recent,
+            "errors": report.errors.len(),
+            "dry_run": report.dry_run,
+        }))
+    } else {
+        out(&report)
+    }
+}
+
+fn io_error(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    Error::Io {
+        op,
+        path: path.into(),
+        source,
     }
 }

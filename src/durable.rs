@@ -36,7 +36,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Creates `dir` and any missing ancestors, fsyncing each parent that gained an entry.
 pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
+    // The empty path is the parent of a relative one-component path: the current directory.
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -44,9 +45,7 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     }
     match fs::create_dir(dir) {
         Ok(()) => {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
+            sync_dir(parent_dir(dir))?;
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
@@ -54,10 +53,18 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     }
 }
 
+/// The directory holding `path` (`.` for a bare relative name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Replaces `path` atomically with `bytes`: a reader sees the old file or the new, never a mix,
 /// and after return the new content survives a crash.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = write_new(&tmp, bytes).and_then(|()| {

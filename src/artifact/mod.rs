@@ -121,6 +121,14 @@ impl Store {
         self.read_whole(id, false)
     }
 
+    /// Writes the verified bytes of resource `id` to `dest`, atomically and durably (a reader of
+    /// `dest` sees the old file or all of the new one).
+    pub fn export_resource(&self, id: Uuid, dest: &Path) -> Result<ResourceRecord> {
+        let data = self.read_resource_data(id)?;
+        crate::durable::replace_file(dest, &data)?;
+        self.resource(id)
+    }
+
     /// Random access to resource `id` (mmap for files of [`MMAP_THRESHOLD`] bytes or more).
     pub fn open_resource(&self, id: Uuid) -> Result<ResourceReader> {
         let rec = self.resource(id)?;
