@@ -153,6 +153,38 @@ pub enum Error {
         /// Its name.
         name: String,
     },
+    /// A remote operation failed, or a remote holds something other than it should.
+    #[error("remote {remote}: {key}: {reason}")]
+    Remote {
+        /// The remote's name.
+        remote: String,
+        /// The object key concerned (empty for the remote as a whole).
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No remote of this name is configured.
+    #[error("no remote named {name:?} (see `cairn remote ls`)")]
+    UnknownRemote {
+        /// The name asked for.
+        name: String,
+    },
+    /// A run's bytes are not here (evicted or remote) and fetching on demand is off.
+    #[error("run {identity} is {state}: its bytes are on a remote (cairn fetch)")]
+    NotLocal {
+        /// The run.
+        identity: crate::identity::Identity,
+        /// Its state.
+        state: &'static str,
+    },
+    /// evict refused: no remote was confirmed to hold a whole copy.
+    #[error("evict {identity} refused: {reason}")]
+    EvictRefused {
+        /// The run.
+        identity: crate::identity::Identity,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What is wrong with a value that cannot be canonicalized.

@@ -11,6 +11,7 @@
 //!   crash-safely ([`store`] module).
 //! - [`walk`]: parallel discovery of run directories.
 //! - [`artifact`]: resources (files attached to runs), inline or in a sharded directory.
+//! - [`remote`]: copies on a directory mirror or S3; push, fetch, evict, whereis.
 //!
 //! # Example
 //! ```
@@ -42,6 +43,7 @@ pub mod index;
 pub mod json;
 pub mod query;
 pub mod reindex;
+pub mod remote;
 pub mod repair;
 pub mod run;
 pub mod schemas;

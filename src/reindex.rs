@@ -134,6 +134,13 @@ pub(crate) fn reindex(
                         .map_err(|e| {
                             e.in_file(&root.join(&found.location).join(crate::run::ID_FILE))
                         })
+                        .map(|mut rec| {
+                            // An evicted run's husk (FORMAT.md §8.6).
+                            if crate::remote::is_husk(&root.join(&found.location)) {
+                                rec.state = Availability::Evicted;
+                            }
+                            rec
+                        })
                         .map(|rec| Seen {
                             identity: rec.identity,
                             location: found.location,

@@ -40,6 +40,7 @@ pub struct StoreBuilder {
     created_by: Option<String>,
     index_timeout: Duration,
     pub(crate) artifacts: crate::artifact::config::ArtifactOptions,
+    pub(crate) remotes: crate::remote::RemoteOptions,
 }
 
 impl StoreBuilder {
@@ -74,6 +75,7 @@ impl StoreBuilder {
             created_by: self.created_by.unwrap_or_else(default_creator),
             index: LazyIndex::open(meta.join(INDEX_FILE), self.index_timeout),
             inbox_seen_empty: std::sync::Mutex::new(None),
+            remotes: self.remotes,
         };
         // Waits for the index at most the timeout; a store whose index another process keeps
         // busy still opens, and materializes runs into the inbox until the index is free.
@@ -103,6 +105,8 @@ pub struct Store {
     inbox_seen_empty: std::sync::Mutex<Option<std::time::SystemTime>>,
     /// Artifact backend and filesystem root (FORMAT.md §7.1).
     pub(crate) artifacts: crate::artifact::config::ArtifactConfig,
+    /// Remotes given to the builder, on-demand fetching, remotes opened so far (FORMAT.md §8).
+    pub(crate) remotes: crate::remote::RemoteOptions,
 }
 
 impl Store {
@@ -118,6 +122,7 @@ impl Store {
             created_by: None,
             index_timeout: DEFAULT_INDEX_TIMEOUT,
             artifacts: Default::default(),
+            remotes: Default::default(),
         }
     }
 

@@ -21,7 +21,7 @@ mod gc;
 mod migrate;
 mod read;
 pub mod record;
-mod sidecar;
+pub(crate) mod sidecar;
 pub(crate) mod tables;
 mod write;
 
@@ -132,6 +132,7 @@ impl Store {
     /// Random access to resource `id` (mmap for files of [`MMAP_THRESHOLD`] bytes or more).
     pub fn open_resource(&self, id: Uuid) -> Result<ResourceReader> {
         let rec = self.resource(id)?;
+        self.ensure_local(&rec.run)?;
         match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;
@@ -170,6 +171,7 @@ impl Store {
 
     fn read_whole(&self, id: Uuid, verify: bool) -> Result<ResourceData> {
         let rec = self.resource(id)?;
+        self.ensure_local(&rec.run)?;
         let (data, sha) = match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;
