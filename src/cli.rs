@@ -67,6 +67,9 @@ enum Command {
         /// Visit only directories changed since the last reindex.
         #[arg(long)]
         incremental: bool,
+        /// Instead: discover the runs committed on this remote (new ones get state `remote`).
+        #[arg(long, value_name = "NAME", conflicts_with = "incremental")]
+        remote: Option<String>,
     },
     /// List runs (optionally of one module or state).
     Ls {
@@ -95,6 +98,10 @@ enum Command {
         /// Also read every resource and check its size and sha256 (in parallel).
         #[arg(long)]
         contents: bool,
+        /// Instead: check every copy on this remote (size and sha256 of each object) and drop
+        /// damaged ones from the index.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["module", "prefix", "contents"])]
+        remote: Option<String>,
     },
     /// Fix what verify finds when the fix needs no guessing: the index always; identity drift
     /// with --rekey; duplicate directories with --force.
@@ -124,6 +131,44 @@ enum Command {
         /// Go on with the next row after a failure (default: stop).
         #[arg(long)]
         keep_going: bool,
+    },
+    /// Remotes (a directory mirror or an S3 bucket): add, ls, rm.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Copy runs (directories and artifacts) to a remote, verify and record the copies.
+    Push {
+        /// The remote.
+        remote: String,
+        /// Runs (identities or prefixes); with none, --all or --module selects.
+        runs: Vec<String>,
+        /// Every local run.
+        #[arg(long, conflicts_with = "runs")]
+        all: bool,
+        /// Every local run of this module.
+        #[arg(long, conflicts_with = "runs")]
+        module: Option<String>,
+    },
+    /// Bring an evicted or remote run back, verified, and mark it local.
+    Fetch {
+        /// Identity or prefix.
+        run: String,
+        /// From this remote (default: those recorded as holding a copy).
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+    },
+    /// Delete a run's local bytes, keeping a husk; refused unless a remote is checked now to
+    /// hold a whole copy.
+    Evict {
+        /// Identity or prefix.
+        run: String,
+        /// Evict even without a confirmed remote copy.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Where a run is: local or not, which remotes hold a copy, when each was last verified.
+    Whereis {
+        /// Identity or prefix.
+        run: String,
     },
     /// Remove artifact files no record names (crash leftovers) older than a grace period.
     Gc {
@@ -212,6 +257,37 @@ struct FindArgs {
     limit: Option<usize>,
 }
 
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Add a remote (written to .cairn/remotes.json; credentials stay in the environment).
+    Add {
+        /// Its name.
+        name: String,
+        /// A directory remote at this absolute path.
+        #[arg(long, value_name = "PATH", conflicts_with = "s3", required_unless_present = "s3")]
+        dir: Option<PathBuf>,
+        /// An S3 remote in this bucket.
+        #[arg(long, value_name = "BUCKET")]
+        s3: Option<String>,
+        /// Key prefix inside the bucket.
+        #[arg(long, requires = "s3", default_value = "")]
+        prefix: String,
+        /// Endpoint URL (default AWS_ENDPOINT_URL).
+        #[arg(long, requires = "s3")]
+        endpoint: Option<String>,
+        /// Region (default AWS_REGION).
+        #[arg(long, requires = "s3")]
+        region: Option<String>,
+    },
+    /// List the remotes.
+    Ls,
+    /// Remove a remote (the index forgets its copies; nothing on the remote is deleted).
+    Rm {
+        /// Its name.
+        name: String,
+    },
+}
+
 /// A failure and the exit code it maps to.
 struct Failure {
     code: u8,
@@ -259,7 +335,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Id { file, explain } => cmd_id(cli, file, *explain),
         Command::Put { file } => cmd_put(cli, file),
         Command::Show { run } => cmd_show(cli, run),
-        Command::Reindex { incremental } => cmd_reindex(cli, *incremental),
+        Command::Reindex {
+            remote: Some(name), ..
+        } => cmd_remote_check(cli, name, false),
+        Command::Reindex { incremental, .. } => cmd_reindex(cli, *incremental),
         Command::Ls { module, state } => {
             let mut q = Query::new();
             q.module = module.clone();
@@ -269,9 +348,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Find(args) => cmd_find(cli, args),
         Command::Stats => cmd_stats(cli),
         Command::Verify {
+            remote: Some(name), ..
+        } => cmd_remote_check(cli, name, true),
+        Command::Verify {
             module,
             prefix,
             contents,
+            ..
         } => cmd_verify(cli, module.clone(), prefix.as_deref(), *contents),
         Command::Repair { rekey, force } => cmd_repair(cli, *rekey, *force),
         Command::Resource(rc) => cmd_resource(cli, rc),
@@ -282,6 +365,16 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             keep_going,
         } => cmd_migrate(cli, *dry_run, to, *inline_max, *keep_going),
         Command::Gc { dry_run, grace } => cmd_gc(cli, *dry_run, *grace),
+        Command::Remote(rc) => cmd_remote(cli, rc),
+        Command::Push {
+            remote,
+            runs,
+            all,
+            module,
+        } => cmd_push(cli, remote, runs, *all, module.as_deref()),
+        Command::Fetch { run, from } => cmd_fetch(cli, run, from.as_deref()),
+        Command::Evict { run, force } => cmd_evict(cli, run, *force),
+        Command::Whereis { run } => cmd_whereis(cli, run),
     }
 }
 
@@ -975,4 +1068,227 @@ fn io_error(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) 
         path: path.into(),
         source,
     }
+}
+
+// ---- remotes (issue 6) ----
+
+fn run_record(store: &Store, reference: &str) -> Result<RunRecord, Failure> {
+    store
+        .record_of(reference)?
+        .ok_or_else(|| input_error(format!("no run matches {reference}")))
+}
+
+fn transfer_bar() -> indicatif::ProgressBar {
+    // Drawn on a terminal only; hidden when stderr is redirected.
+    indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bytes} ({bytes_per_sec})")
+            .expect("valid template"),
+    )
+}
+
+fn cmd_remote(cli: &Cli, rc: &RemoteCommand) -> Result<(), Failure> {
+    use cairn::remote::{RemoteSpec, S3Spec};
+    let store = open_store(cli)?;
+    match rc {
+        RemoteCommand::Add {
+            name,
+            dir,
+            s3,
+            prefix,
+            endpoint,
+            region,
+        } => {
+            let spec = match (dir, s3) {
+                (Some(path), _) => RemoteSpec::Dir { path: path.clone() },
+                (None, Some(bucket)) => {
+                    let mut s = S3Spec::new(bucket).prefix(prefix);
+                    if let Some(e) = endpoint {
+                        s = s.endpoint(e);
+                    }
+                    if let Some(r) = region {
+                        s = s.region(r);
+                    }
+                    RemoteSpec::S3(s)
+                }
+                (None, None) => return Err(input_error("remote add needs --dir or --s3")),
+            };
+            store.add_remote(name, spec)?;
+            Ok(())
+        }
+        RemoteCommand::Ls => {
+            for (name, spec) in store.remotes()? {
+                if cli.json {
+                    out(json!({"name": name, "spec": spec}))?;
+                } else {
+                    match spec {
+                        RemoteSpec::Dir { path } => out(format!("{name}\tdir\t{}", path.display()))?,
+                        RemoteSpec::S3(s) => out(format!("{name}\ts3\t{}/{}", s.bucket, s.prefix))?,
+                        _ => out(name)?,
+                    }
+                }
+            }
+            Ok(())
+        }
+        RemoteCommand::Rm { name } => {
+            if store.remove_remote(name)? {
+                Ok(())
+            } else {
+                Err(input_error(format!("no remote named {name:?} in the configuration")))
+            }
+        }
+    }
+}
+
+fn cmd_push(
+    cli: &Cli,
+    remote: &str,
+    runs: &[String],
+    all: bool,
+    module: Option<&str>,
+) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let ids: Vec<cairn::Identity> = if runs.is_empty() {
+        if !all && module.is_none() {
+            return Err(input_error("push needs runs, --all or --module"));
+        }
+        let mut q = Query::new();
+        q.module = module.map(str::to_owned);
+        q.state = Some(Availability::Local);
+        store.find(&q)?.into_iter().map(|r| r.identity).collect()
+    } else {
+        runs.iter()
+            .map(|r| run_record(&store, r).map(|rec| rec.identity))
+            .collect::<Result<_, _>>()?
+    };
+    let bar = transfer_bar();
+    let report = store.push(&ids, remote, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    for (id, e) in &report.failed {
+        eprintln!("cairn: warning: {id} not pushed: {}", e.to_string().replace('\n', " "));
+    }
+    if cli.json {
+        out(json!({
+            "pushed": report.pushed.len(),
+            "already": report.already.len(),
+            "bytes": report.bytes,
+            "failed": report.failed.len(),
+        }))?;
+    } else {
+        out(format!(
+            "{} pushed, {} already there, {} failed ({} bytes)",
+            report.pushed.len(),
+            report.already.len(),
+            report.failed.len(),
+            report.bytes
+        ))?;
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 3,
+            message: format!("{} runs not pushed", report.failed.len()),
+        })
+    }
+}
+
+fn cmd_fetch(cli: &Cli, reference: &str, from: Option<&str>) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let rec = run_record(&store, reference)?;
+    let bar = transfer_bar();
+    let bytes = store.fetch(&rec.identity, from, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    if cli.json {
+        out(json!({"identity": rec.identity.to_hex(), "bytes": bytes}))
+    } else {
+        out(format!("{} local ({bytes} bytes fetched)", rec.identity))
+    }
+}
+
+fn cmd_evict(cli: &Cli, reference: &str, force: bool) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let rec = run_record(&store, reference)?;
+    let opts = cairn::remote::EvictOptions::default().force(force);
+    let confirmed = store.evict(&rec.identity, &opts)?;
+    if cli.json {
+        out(json!({"identity": rec.identity.to_hex(), "confirmed_by": confirmed}))
+    } else {
+        match confirmed {
+            Some(r) => out(format!("{} evicted (copy confirmed on {r})", rec.identity)),
+            None => out(format!("{} evicted", rec.identity)),
+        }
+    }
+}
+
+fn cmd_whereis(cli: &Cli, reference: &str) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let rec = run_record(&store, reference)?;
+    let w = store
+        .whereis(&rec.identity)?
+        .ok_or_else(|| input_error(format!("no run matches {reference}")))?;
+    let when = |ms: Option<u64>| {
+        ms.map(|ms| {
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        })
+    };
+    if cli.json {
+        let copies: Vec<_> = w
+            .copies
+            .iter()
+            .map(|c| json!({"remote": c.remote, "verified_at": when(c.verified_at_ms)}))
+            .collect();
+        return out(json!({
+            "identity": w.identity.to_hex(),
+            "location": w.location,
+            "state": w.state.as_str(),
+            "copies": copies,
+        }));
+    }
+    out(format!("{}\t{}\t{}", w.identity, w.state, w.location))?;
+    for c in &w.copies {
+        out(format!(
+            "  {}\tverified {}",
+            c.remote,
+            when(c.verified_at_ms).unwrap_or_else(|| "never".into())
+        ))?;
+    }
+    Ok(())
+}
+
+fn cmd_remote_check(cli: &Cli, name: &str, verify: bool) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let report = if verify {
+        store.verify_remote(name)?
+    } else {
+        store.reindex_remote(name)?
+    };
+    for f in &report.findings {
+        if cli.json {
+            out(json!({"identity": f.identity.to_hex(), "problem": f.problem}))?;
+        } else {
+            out(format!("{}\t{}", f.identity, f.problem))?;
+        }
+    }
+    if cli.json {
+        out(json!({
+            "checked": report.checked,
+            "good": report.good,
+            "discovered": report.discovered.len(),
+            "findings": report.findings.len(),
+        }))?;
+    } else if verify {
+        out(format!("{} copies checked, {} whole, {} problems", report.checked, report.good, report.findings.len()))?;
+    } else {
+        out(format!("{} runs listed, {} discovered", report.checked, report.discovered.len()))?;
+    }
+    if verify && !report.findings.is_empty() {
+        return Err(Failure {
+            code: FOUND_PROBLEMS,
+            message: format!("{} problems on remote {name}", report.findings.len()),
+        });
+    }
+    Ok(())
 }
