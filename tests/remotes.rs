@@ -269,18 +269,19 @@ fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: 
     let status = cmd.status().unwrap();
     assert!(!status.success() && status.code().is_none(), "not killed: {status}");
 
-    let remote = store.remote(name).unwrap();
+    // In this process the same bucket and prefix are remote "r" (credentials from the builder).
+    let remote = store.remote("r").unwrap();
     let manifest = format!(".cairn-remote/manifests/{id}.json");
     assert_eq!(remote.size(&manifest).unwrap(), None);
     let sha = store.get_resource(fs_id).unwrap().unwrap().content_hash;
     let key = format!(".cairn-remote/artifacts/{}/{sha}", &sha[..2]);
     assert_eq!(remote.size(&key).unwrap(), None, "a half upload looks complete");
     assert!(store.whereis(&id).unwrap().unwrap().copies.is_empty());
-    assert!(store.reindex_remote(name).unwrap().discovered.is_empty());
+    assert!(store.reindex_remote("r").unwrap().discovered.is_empty());
     let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
     assert!(matches!(err, Error::EvictRefused { .. }), "{err}");
 
-    let report = store.push(&[id], name, &|_| {}).unwrap();
+    let report = store.push(&[id], "r", &|_| {}).unwrap();
     assert_eq!(report.pushed, vec![id], "{:?}", report.failed);
     assert_eq!(remote.size(&key).unwrap(), Some(bytes.len() as u64));
     store.evict(&id, &EvictOptions::default()).unwrap();
