@@ -264,7 +264,12 @@ enum RemoteCommand {
         /// Its name.
         name: String,
         /// A directory remote at this absolute path.
-        #[arg(long, value_name = "PATH", conflicts_with = "s3", required_unless_present = "s3")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "s3",
+            required_unless_present = "s3"
+        )]
         dir: Option<PathBuf>,
         /// An S3 remote in this bucket.
         #[arg(long, value_name = "BUCKET")]
@@ -1121,7 +1126,9 @@ fn cmd_remote(cli: &Cli, rc: &RemoteCommand) -> Result<(), Failure> {
                     out(json!({"name": name, "spec": spec}))?;
                 } else {
                     match spec {
-                        RemoteSpec::Dir { path } => out(format!("{name}\tdir\t{}", path.display()))?,
+                        RemoteSpec::Dir { path } => {
+                            out(format!("{name}\tdir\t{}", path.display()))?
+                        }
                         RemoteSpec::S3(s) => out(format!("{name}\ts3\t{}/{}", s.bucket, s.prefix))?,
                         _ => out(name)?,
                     }
@@ -1133,7 +1140,9 @@ fn cmd_remote(cli: &Cli, rc: &RemoteCommand) -> Result<(), Failure> {
             if store.remove_remote(name)? {
                 Ok(())
             } else {
-                Err(input_error(format!("no remote named {name:?} in the configuration")))
+                Err(input_error(format!(
+                    "no remote named {name:?} in the configuration"
+                )))
             }
         }
     }
@@ -1164,7 +1173,10 @@ fn cmd_push(
     let report = store.push(&ids, remote, &|n| bar.inc(n))?;
     bar.finish_and_clear();
     for (id, e) in &report.failed {
-        eprintln!("cairn: warning: {id} not pushed: {}", e.to_string().replace('\n', " "));
+        eprintln!(
+            "cairn: warning: {id} not pushed: {}",
+            e.to_string().replace('\n', " ")
+        );
     }
     if cli.json {
         out(json!({
@@ -1280,9 +1292,18 @@ fn cmd_remote_check(cli: &Cli, name: &str, verify: bool) -> Result<(), Failure> 
             "findings": report.findings.len(),
         }))?;
     } else if verify {
-        out(format!("{} copies checked, {} whole, {} problems", report.checked, report.good, report.findings.len()))?;
+        out(format!(
+            "{} copies checked, {} whole, {} problems",
+            report.checked,
+            report.good,
+            report.findings.len()
+        ))?;
     } else {
-        out(format!("{} runs listed, {} discovered", report.checked, report.discovered.len()))?;
+        out(format!(
+            "{} runs listed, {} discovered",
+            report.checked,
+            report.discovered.len()
+        ))?;
     }
     if verify && !report.findings.is_empty() {
         return Err(Failure {

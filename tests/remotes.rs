@@ -65,7 +65,11 @@ fn populated(store: &Store, big: usize) -> (Identity, Vec<u8>, uuid::Uuid, uuid:
         .unwrap();
     let run = store.get_or_create(&model).unwrap();
     std::fs::create_dir_all(run.data_dir().join("sub")).unwrap();
-    std::fs::write(run.data_dir().join("sub/metrics.csv"), b"step,loss\n1,0.5\n").unwrap();
+    std::fs::write(
+        run.data_dir().join("sub/metrics.csv"),
+        b"step,loss\n1,0.5\n",
+    )
+    .unwrap();
     let bytes: Vec<u8> = (0..big).map(|i| (i * 31 % 251) as u8).collect();
     let mut w = store.resource_writer(&run, "checkpoint").unwrap();
     std::io::Write::write_all(&mut w, &bytes).unwrap();
@@ -101,7 +105,9 @@ macro_rules! both {
 both!(push_evict_fetch_keeps_bytes_and_identity);
 fn push_evict_fetch_keeps_bytes_and_identity(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(kind, tmp.path()) else { return };
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
     let store = store(&tmp.path().join("store"), &spec);
     let (id, bytes, fs_id, _) = populated(&store, 3 << 20);
     let run = store.get(&id).unwrap().unwrap();
@@ -118,14 +124,28 @@ fn push_evict_fetch_keeps_bytes_and_identity(kind: Kind) {
     let again = store.push(&[id], "r", &|_| {}).unwrap();
     assert_eq!((again.already, again.bytes), (vec![id], 0));
 
-    assert_eq!(store.evict(&id, &EvictOptions::default()).unwrap().as_deref(), Some("r"));
+    assert_eq!(
+        store
+            .evict(&id, &EvictOptions::default())
+            .unwrap()
+            .as_deref(),
+        Some("r")
+    );
     assert_eq!(state(&store, &id), "evicted");
     let mut husk: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     husk.sort();
-    assert_eq!(husk, [".cairn-evicted", ".cairn-resources", "id.json", "model.json"]);
+    assert_eq!(
+        husk,
+        [
+            ".cairn-evicted",
+            ".cairn-resources",
+            "id.json",
+            "model.json"
+        ]
+    );
     let fs_file = store.get_resource(fs_id).unwrap().unwrap().uri;
     assert!(!Path::new(&fs_file["file://".len()..]).exists());
     // A full reindex keeps the husk evicted.
@@ -150,7 +170,9 @@ fn push_evict_fetch_keeps_bytes_and_identity(kind: Kind) {
 both!(evict_without_a_remote_copy_is_refused);
 fn evict_without_a_remote_copy_is_refused(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(kind, tmp.path()) else { return };
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
     let store = store(&tmp.path().join("store"), &spec);
     let (id, bytes, fs_id, _) = populated(&store, 1000);
     let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
@@ -165,14 +187,18 @@ fn evict_without_a_remote_copy_is_refused(kind: Kind) {
     assert!(err.to_string().contains("late.txt"), "{err}");
     assert!(run.data_dir().join("late.txt").exists());
     // --force overrides.
-    store.evict(&id, &EvictOptions::default().force(true)).unwrap();
+    store
+        .evict(&id, &EvictOptions::default().force(true))
+        .unwrap();
     assert_eq!(state(&store, &id), "evicted");
 }
 
 both!(a_lost_object_is_caught_by_verify_and_evict_then_refuses);
 fn a_lost_object_is_caught_by_verify_and_evict_then_refuses(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(kind, tmp.path()) else { return };
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
     let store = store(&tmp.path().join("store"), &spec);
     let (id, _, fs_id, _) = populated(&store, 5000);
     store.push(&[id], "r", &|_| {}).unwrap();
@@ -184,7 +210,11 @@ fn a_lost_object_is_caught_by_verify_and_evict_then_refuses(kind: Kind) {
 
     let report = store.verify_remote("r").unwrap();
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
-    assert!(report.findings[0].problem.contains(&sha), "{:?}", report.findings);
+    assert!(
+        report.findings[0].problem.contains(&sha),
+        "{:?}",
+        report.findings
+    );
     assert!(store.whereis(&id).unwrap().unwrap().copies.is_empty());
     let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
     assert!(matches!(err, Error::EvictRefused { .. }), "{err}");
@@ -194,7 +224,9 @@ fn a_lost_object_is_caught_by_verify_and_evict_then_refuses(kind: Kind) {
 both!(reading_an_evicted_runs_artifact_fetches_it);
 fn reading_an_evicted_runs_artifact_fetches_it(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(kind, tmp.path()) else { return };
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
     let root = tmp.path().join("store");
     let store = store(&root, &spec);
     let (id, bytes, fs_id, _) = populated(&store, 200_000);
@@ -223,7 +255,9 @@ fn reading_an_evicted_runs_artifact_fetches_it(kind: Kind) {
 both!(a_remote_only_run_is_discovered_and_fetched);
 fn a_remote_only_run_is_discovered_and_fetched(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(kind, tmp.path()) else { return };
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
     let first = store(&tmp.path().join("a"), &spec);
     let (id, bytes, fs_id, inline_id) = populated(&first, 70_000);
     first.push(&[id], "r", &|_| {}).unwrap();
@@ -236,7 +270,10 @@ fn a_remote_only_run_is_discovered_and_fetched(kind: Kind) {
     second.fetch(&id, Some("r"), &|_| {}).unwrap();
     assert_eq!(state(&second, &id), "local");
     assert_eq!(&second.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
-    assert_eq!(&second.read_resource_data(inline_id).unwrap()[..], b"inline bytes");
+    assert_eq!(
+        &second.read_resource_data(inline_id).unwrap()[..],
+        b"inline bytes"
+    );
     // The records survive an index rebuild of the second store.
     std::fs::remove_file(second.index_path()).unwrap();
     drop(second);
@@ -249,7 +286,9 @@ both!(a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes);
 #[cfg(feature = "failpoints")]
 fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(kind, tmp.path()) else { return };
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
     let root = tmp.path().join("store");
     let store = store(&root, &spec);
     // Over the multipart threshold, so the S3 upload is a multipart one killed between parts.
@@ -267,7 +306,10 @@ fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: 
         .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
         .env("AWS_REGION", "us-east-1");
     let status = cmd.status().unwrap();
-    assert!(!status.success() && status.code().is_none(), "not killed: {status}");
+    assert!(
+        !status.success() && status.code().is_none(),
+        "not killed: {status}"
+    );
 
     // In this process the same bucket and prefix are remote "r" (credentials from the builder).
     let remote = store.remote("r").unwrap();
@@ -275,7 +317,11 @@ fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: 
     assert_eq!(remote.size(&manifest).unwrap(), None);
     let sha = store.get_resource(fs_id).unwrap().unwrap().content_hash;
     let key = format!(".cairn-remote/artifacts/{}/{sha}", &sha[..2]);
-    assert_eq!(remote.size(&key).unwrap(), None, "a half upload looks complete");
+    assert_eq!(
+        remote.size(&key).unwrap(),
+        None,
+        "a half upload looks complete"
+    );
     assert!(store.whereis(&id).unwrap().unwrap().copies.is_empty());
     assert!(store.reindex_remote("r").unwrap().discovered.is_empty());
     let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
@@ -299,7 +345,9 @@ fn an_unknown_remote_is_named_in_the_error() {
 #[test]
 fn the_s3_server_honors_conditional_writes_so_the_probe_passes() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(spec) = spec(Kind::S3, tmp.path()) else { return };
+    let Some(spec) = spec(Kind::S3, tmp.path()) else {
+        return;
+    };
     let store = store(tmp.path(), &spec);
     let r = store.remote("r").unwrap();
     assert_eq!(r.put_new("k", b"1").unwrap(), cairn::remote::Put::Created);

@@ -316,7 +316,12 @@ mod tests {
         let good = br#"{"format":1,"remotes":{"nfs":{"type":"dir","path":"/mnt/x"},
             "s3":{"type":"s3","bucket":"b","prefix":"p","endpoint":"http://127.0.0.1:1"}}}"#;
         let m = parse_config(good, f).unwrap();
-        assert_eq!(m["nfs"], RemoteSpec::Dir { path: "/mnt/x".into() });
+        assert_eq!(
+            m["nfs"],
+            RemoteSpec::Dir {
+                path: "/mnt/x".into()
+            }
+        );
         assert_eq!(
             m["s3"],
             RemoteSpec::S3(S3Spec::new("b").prefix("p").endpoint("http://127.0.0.1:1"))

@@ -10,8 +10,7 @@ use crate::index::Index;
 
 /// `remote_copies`: (identity, remote name) → last verification, Unix milliseconds (0 = listed
 /// on the remote but never verified).
-const REMOTE_COPIES: TableDefinition<([u8; 32], &str), u64> =
-    TableDefinition::new("remote_copies");
+const REMOTE_COPIES: TableDefinition<([u8; 32], &str), u64> = TableDefinition::new("remote_copies");
 
 /// A copy of a run on a remote.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -58,8 +58,14 @@ impl DirRemote {
         }
         let dir = dest.parent().expect("a key has a parent under the root");
         durable::create_dir_all(dir)?;
-        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-        let tmp = dir.join(format!(".{name}{TMP_MARK}{}", uuid::Uuid::new_v4().simple()));
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = dir.join(format!(
+            ".{name}{TMP_MARK}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -105,7 +111,8 @@ impl Remote for DirRemote {
                     break;
                 }
                 failpoint("remote.upload_chunk")?;
-                f.write_all(&buf[..n]).map_err(|e| Error::io("write", tmp, e))?;
+                f.write_all(&buf[..n])
+                    .map_err(|e| Error::io("write", tmp, e))?;
                 done += n as u64;
                 progress(n as u64);
             }
@@ -178,7 +185,9 @@ impl Remote for DirRemote {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-                let ty = entry.file_type().map_err(|e| Error::io("stat", entry.path(), e))?;
+                let ty = entry
+                    .file_type()
+                    .map_err(|e| Error::io("stat", entry.path(), e))?;
                 let name = entry.file_name();
                 if ty.is_dir() {
                     stack.push(entry.path());
@@ -215,8 +224,14 @@ mod tests {
         assert_eq!(r.put_new("a/b/c", b"one").unwrap(), Put::Created);
         assert_eq!(r.put_new("a/b/c", b"two").unwrap(), Put::Exists);
         let mut src: &[u8] = b"three";
-        assert_eq!(r.put_stream("a/b/c", &mut src, 5, &|_| {}).unwrap(), Put::Exists);
-        assert_eq!(super::super::get_bytes(&r, "a/b/c").unwrap().unwrap(), b"one");
+        assert_eq!(
+            r.put_stream("a/b/c", &mut src, 5, &|_| {}).unwrap(),
+            Put::Exists
+        );
+        assert_eq!(
+            super::super::get_bytes(&r, "a/b/c").unwrap().unwrap(),
+            b"one"
+        );
         assert_eq!(r.get_range("a/b/c", 1..3).unwrap(), b"ne");
         assert_eq!(r.list("a/").unwrap(), vec!["a/b/c".to_owned()]);
         assert_eq!(fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);

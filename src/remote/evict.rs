@@ -44,10 +44,12 @@ impl Store {
     /// artifact of the run in that manifest. Returns the remote that confirmed the copy.
     pub fn evict(&self, identity: &Identity, opts: &EvictOptions) -> Result<Option<String>> {
         let index = self.index()?;
-        let mut rec = index.get(identity)?.ok_or_else(|| Error::InvalidReference {
-            given: identity.to_hex(),
-            reason: "no such run in the index",
-        })?;
+        let mut rec = index
+            .get(identity)?
+            .ok_or_else(|| Error::InvalidReference {
+                given: identity.to_hex(),
+                reason: "no such run in the index",
+            })?;
         match rec.state {
             Availability::Local => {}
             Availability::Evicted => return Ok(None),
@@ -92,14 +94,18 @@ impl Store {
         durable::replace_file(&dir.join(EVICTED_MARKER), b"evicted\n")?;
         failpoint("remote.evict_after_marker")?;
         for rel in &local {
-            if rel == ID_FILE || rel == MODEL_FILE || rel.starts_with(crate::artifact::SIDECAR_DIR) {
+            if rel == ID_FILE || rel == MODEL_FILE || rel.starts_with(crate::artifact::SIDECAR_DIR)
+            {
                 continue;
             }
             let p = dir.join(rel);
             fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
         }
         remove_empty_dirs(&dir)?;
-        for res in resources.iter().filter(|r| r.backend == Backend::Filesystem) {
+        for res in resources
+            .iter()
+            .filter(|r| r.backend == Backend::Filesystem)
+        {
             let path = crate::artifact::fs::path_of_uri(&res.uri, &self.artifact_fs_root())?;
             match fs::remove_file(&path) {
                 Ok(()) => durable::sync_dir(path.parent().expect("in a shard"))?,
@@ -131,12 +137,21 @@ impl Store {
                 .map_err(|e| Error::io("stat", dir.join(rel), e))?
                 .len();
             if !m.files.iter().any(|f| f.path == *rel && f.size == size) {
-                return Ok(Some(format!("local file {rel} is not in the copy (push again)")));
+                return Ok(Some(format!(
+                    "local file {rel} is not in the copy (push again)"
+                )));
             }
         }
         for r in resources {
-            if !m.artifacts.iter().any(|a| a.id == r.id && a.sha256 == r.content_hash) {
-                return Ok(Some(format!("resource {} is not in the copy (push again)", r.id)));
+            if !m
+                .artifacts
+                .iter()
+                .any(|a| a.id == r.id && a.sha256 == r.content_hash)
+            {
+                return Ok(Some(format!(
+                    "resource {} is not in the copy (push again)",
+                    r.id
+                )));
             }
         }
         Ok(check_copy(remote.as_ref(), &m, false)?.into_iter().next())

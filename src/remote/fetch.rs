@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
 use super::{
-    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, file_key,
-    read_manifest, remote_error,
+    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, file_key, read_manifest,
+    remote_error,
 };
 use crate::artifact::record::ResourceRecord;
 use crate::artifact::{Backend, sidecar, tables};
@@ -24,12 +24,19 @@ impl Store {
     /// most recently verified first). Every file and artifact is checked against the manifest's
     /// size and sha256 before anything replaces the husk. Returns the bytes downloaded (0 when
     /// the run was already local).
-    pub fn fetch(&self, identity: &Identity, from: Option<&str>, progress: Progress<'_>) -> Result<u64> {
+    pub fn fetch(
+        &self,
+        identity: &Identity,
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<u64> {
         let index = self.index()?;
-        let rec = index.get(identity)?.ok_or_else(|| Error::InvalidReference {
-            given: identity.to_hex(),
-            reason: "no such run in the index",
-        })?;
+        let rec = index
+            .get(identity)?
+            .ok_or_else(|| Error::InvalidReference {
+                given: identity.to_hex(),
+                reason: "no such run in the index",
+            })?;
         if rec.state == Availability::Local {
             return Ok(0);
         }
@@ -53,7 +60,11 @@ impl Store {
             let m = match read_manifest(remote.as_ref(), identity) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
-                    last = Some(remote_error(&name, &super::manifest_key(identity), "no committed copy"));
+                    last = Some(remote_error(
+                        &name,
+                        &super::manifest_key(identity),
+                        "no committed copy",
+                    ));
                     continue;
                 }
                 Err(e) => {
@@ -67,7 +78,9 @@ impl Store {
                     rec.state = Availability::Local;
                     index.write(|txn| {
                         index.put(txn, &rec, 0)?;
-                        new_records.iter().try_for_each(|r| tables::put(index, txn, r))
+                        new_records
+                            .iter()
+                            .try_for_each(|r| tables::put(index, txn, r))
                     })?;
                     copies::record(index, &name, &[*identity], copies::now_ms())?;
                     return Ok(bytes);
@@ -103,7 +116,11 @@ impl Store {
         let dest = self.root().join(location);
         let parent = dest.parent().expect("a run has a parent directory");
         durable::create_dir_all(parent)?;
-        let husk = tmp.join(format!("{}.husk.{}", m.identity, uuid::Uuid::new_v4().simple()));
+        let husk = tmp.join(format!(
+            "{}.husk.{}",
+            m.identity,
+            uuid::Uuid::new_v4().simple()
+        ));
         match fs::symlink_metadata(&dest) {
             Ok(_) if !dest.join(EVICTED_MARKER).is_file() => {
                 let _ = fs::remove_dir_all(&staging);
@@ -136,7 +153,14 @@ impl Store {
             let dest = staging.join(&f.path);
             let dir = dest.parent().expect("inside staging").to_path_buf();
             durable::create_dir_all(&dir)?;
-            download(remote, &file_key(&m.location, &f.path), &dest, f.size, &f.sha256, progress)?;
+            download(
+                remote,
+                &file_key(&m.location, &f.path),
+                &dest,
+                f.size,
+                &f.sha256,
+                progress,
+            )?;
             bytes += f.size;
             dirs.insert(dir);
         }
@@ -218,7 +242,9 @@ fn download(
         return Err(remote_error(
             remote.name(),
             key,
-            format!("holds {got} bytes with sha256 {sha}; the manifest says {size} bytes, {sha256}"),
+            format!(
+                "holds {got} bytes with sha256 {sha}; the manifest says {size} bytes, {sha256}"
+            ),
         ));
     }
     durable::sync_file(&f, dest)

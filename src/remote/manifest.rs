@@ -124,7 +124,10 @@ impl Manifest {
                 return Err(bad(format!("file {:?} listed twice", f.path)));
             }
             if !is_sha256_hex(&f.sha256) {
-                return Err(bad(format!("file {:?}: sha256 is not 64 lowercase hex", f.path)));
+                return Err(bad(format!(
+                    "file {:?}: sha256 is not 64 lowercase hex",
+                    f.path
+                )));
             }
         }
         if !paths.contains(crate::run::ID_FILE) {
@@ -132,7 +135,10 @@ impl Manifest {
         }
         for a in &wire.artifacts {
             if !is_sha256_hex(&a.sha256) {
-                return Err(bad(format!("artifact {}: sha256 is not 64 lowercase hex", a.id)));
+                return Err(bad(format!(
+                    "artifact {}: sha256 is not 64 lowercase hex",
+                    a.id
+                )));
             }
         }
         Ok(Manifest {
@@ -215,7 +221,10 @@ mod tests {
         cases.push(m.encode());
         let text = String::from_utf8(base.encode()).unwrap();
         cases.push(text.replace("\"format\": 1", "\"format\": 2").into_bytes());
-        cases.push(text.replace("\"format\": 1", "\"format\": 1, \"extra\": 0").into_bytes());
+        cases.push(
+            text.replace("\"format\": 1", "\"format\": 1, \"extra\": 0")
+                .into_bytes(),
+        );
         for bytes in cases {
             let err = Manifest::decode(&bytes, Path::new("remote:m.json")).unwrap_err();
             assert!(err.to_string().starts_with("remote:m.json"), "{err}");

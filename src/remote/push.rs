@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::manifest::{Manifest, ManifestArtifact, ManifestFile};
 use super::{
-    HashingReader, Progress, Put, Remote, artifact_key, check_copy, copies, file_key,
-    manifest_key, read_manifest, remote_error, remote_sha256,
+    HashingReader, Progress, Put, Remote, artifact_key, check_copy, copies, file_key, manifest_key,
+    read_manifest, remote_error, remote_sha256,
 };
 use crate::artifact::Backend;
 use crate::durable::failpoint;
@@ -35,7 +35,12 @@ impl Store {
     /// checks every object's size on the remote and every byte's sha256 on the way, commits the
     /// copy with its manifest, and records it in the index. A run that fails is reported and
     /// the others go on; rerunning resumes, skipping objects already there.
-    pub fn push(&self, runs: &[Identity], name: &str, progress: Progress<'_>) -> Result<PushReport> {
+    pub fn push(
+        &self,
+        runs: &[Identity],
+        name: &str,
+        progress: Progress<'_>,
+    ) -> Result<PushReport> {
         let remote = self.remote(name)?;
         let index = self.index()?;
         let mut report = PushReport::default();
@@ -107,10 +112,8 @@ impl Store {
             if remote.size(&key)? != Some(res.size_bytes) {
                 let (put, sha) = match res.backend {
                     Backend::Filesystem => {
-                        let path = crate::artifact::fs::path_of_uri(
-                            &res.uri,
-                            &self.artifact_fs_root(),
-                        )?;
+                        let path =
+                            crate::artifact::fs::path_of_uri(&res.uri, &self.artifact_fs_root())?;
                         let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
                         let mut r = HashingReader::new(f);
                         let put = remote.put_stream(&key, &mut r, res.size_bytes, progress)?;
@@ -140,7 +143,10 @@ impl Store {
                     return Err(remote_error(
                         remote.name(),
                         &key,
-                        format!("holds {got:?} bytes after upload, expected {}", res.size_bytes),
+                        format!(
+                            "holds {got:?} bytes after upload, expected {}",
+                            res.size_bytes
+                        ),
                     ));
                 }
             }

@@ -14,9 +14,7 @@ use std::sync::{Arc, OnceLock};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use super::{META_PREFIX, Progress, Put, Remote, remote_error};
 use crate::durable::failpoint;
@@ -213,7 +211,8 @@ impl Remote for S3Remote {
         match runtime().block_on(self.store.put_opts(&path, payload, opts)) {
             Ok(_) => Ok(Put::Created),
             Err(
-                object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
             ) => Ok(Put::Exists),
             Err(e) => Err(self.err(key, e)),
         }

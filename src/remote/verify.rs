@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{check_copy, copies, file_key, get_bytes, read_manifest, META_PREFIX};
+use super::{META_PREFIX, check_copy, copies, file_key, get_bytes, read_manifest};
 use crate::error::Result;
 use crate::identity::Identity;
 use crate::index::{Availability, RunRecord};
@@ -123,7 +123,9 @@ impl Store {
             let key = file_key(&m.location, ID_FILE);
             let label = std::path::PathBuf::from(format!("{name}:{key}"));
             let header = get_bytes(remote.as_ref(), &key)?
-                .ok_or_else(|| super::remote_error(name, &key, "listed in the manifest but missing"))
+                .ok_or_else(|| {
+                    super::remote_error(name, &key, "listed in the manifest but missing")
+                })
                 .and_then(|b| IdHeader::from_json_bytes(&b, &label));
             match header.and_then(|h| {
                 let mut rec = RunRecord::from_header(&h, m.location.clone())?;

@@ -22,6 +22,8 @@ pub const BUCKET: &str = "cairn";
 pub struct Server {
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
+    /// The watchdog shell (never waited for: it outlives this process only to clean up).
+    _watchdog: Option<std::process::Child>,
 }
 
 /// The server, started on first use; `None` (after a loud message) only when the `weed`
@@ -40,7 +42,10 @@ fn free_port() -> u16 {
 
 fn start() -> Option<Server> {
     if let Ok(endpoint) = std::env::var("CAIRN_TEST_S3_ENDPOINT") {
-        return Some(Server { endpoint });
+        return Some(Server {
+            endpoint,
+            _watchdog: None,
+        });
     }
     let found = Command::new("weed")
         .arg("version")
@@ -93,7 +98,7 @@ fn start() -> Option<Server> {
     let script = r#"weed mini "$@" >"$DIR/log" 2>&1 & w=$!
 while kill -0 "$OWNER" 2>/dev/null && kill -0 "$w" 2>/dev/null; do sleep 0.5; done
 kill "$w" 2>/dev/null; wait "$w"; rm -rf "$DIR""#;
-    Command::new("sh")
+    let watchdog = Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg("sh")
@@ -116,5 +121,6 @@ kill "$w" 2>/dev/null; wait "$w"; rm -rf "$DIR""#;
     }
     Some(Server {
         endpoint: format!("http://127.0.0.1:{s3_port}"),
+        _watchdog: Some(watchdog),
     })
 }
