@@ -291,7 +291,8 @@ fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: 
     };
     let root = tmp.path().join("store");
     let store = store(&root, &spec);
-    // Over the multipart threshold, so the S3 upload is a multipart one killed between parts.
+    // Over the multipart threshold: the S3 upload is a multipart one, killed at its 30th MiB
+    // (after the first 16 MiB part went up).
     let (id, bytes, fs_id, _) = populated(&store, 40 << 20);
     // The child process reads the remote from the configuration file, credentials from the
     // environment.
@@ -299,7 +300,7 @@ fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: 
     let (name, spec_for_child) = ("c", spec.clone());
     store.add_remote(name, spec_for_child).unwrap();
     cmd.args(["--root", root.to_str().unwrap(), "push", name, &id.to_hex()])
-        .env("CAIRN_FAILPOINTS", "remote.upload_chunk=abort@20")
+        .env("CAIRN_FAILPOINTS", "remote.upload_chunk=abort@30")
         .env("CAIRN_ARTIFACT_BACKEND", "filesystem")
         .env("CAIRN_ARTIFACT_FS_ROOT", root.join("artifacts"))
         .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
@@ -356,4 +357,80 @@ fn the_s3_server_honors_conditional_writes_so_the_probe_passes() {
     r.get("k", &mut out, &|_| {}).unwrap();
     assert_eq!(out, b"1");
     assert_eq!(r.get_range("k", 0..1).unwrap(), b"1");
+}
+
+both!(a_damaged_copy_is_never_fetched_over_the_husk);
+fn a_damaged_copy_is_never_fetched_over_the_husk(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let store = store(&tmp.path().join("store"), &spec);
+    let (id, _, fs_id, _) = populated(&store, 4096);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    // Replace the artifact's bytes on the remote with others of the same size.
+    let sha = store.get_resource(fs_id).unwrap().unwrap().content_hash;
+    let remote = store.remote("r").unwrap();
+    let key = format!(".cairn-remote/artifacts/{}/{sha}", &sha[..2]);
+    remote.delete(&key).unwrap();
+    let mut other: &[u8] = &[0u8; 4096];
+    remote.put_stream(&key, &mut other, 4096, &|_| {}).unwrap();
+
+    let err = store.fetch(&id, None, &|_| {}).unwrap_err();
+    assert!(err.to_string().contains(&sha), "{err}");
+    assert_eq!(state(&store, &id), "evicted");
+    let dir = store
+        .root()
+        .join(store.whereis(&id).unwrap().unwrap().location);
+    assert!(dir.join(".cairn-evicted").is_file() && dir.join("id.json").is_file());
+    assert!(!dir.join("sub").exists());
+    let staging = store.root().join(".cairn/tmp");
+    assert_eq!(
+        std::fs::read_dir(staging).unwrap().count(),
+        0,
+        "staging left behind"
+    );
+}
+
+#[cfg(feature = "failpoints")]
+both!(a_fetch_killed_between_its_renames_is_completed_by_the_next);
+#[cfg(feature = "failpoints")]
+fn a_fetch_killed_between_its_renames_is_completed_by_the_next(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 10_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    store.add_remote("c", spec.clone()).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "fetch",
+            &id.to_hex(),
+            "--from",
+            "c",
+        ])
+        .env("CAIRN_FAILPOINTS", "remote.fetch_between_renames=abort")
+        .env("CAIRN_ARTIFACT_BACKEND", "filesystem")
+        .env("CAIRN_ARTIFACT_FS_ROOT", root.join("artifacts"))
+        .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .status()
+        .unwrap();
+    assert!(status.code().is_none(), "not killed: {status}");
+    assert_eq!(state(&store, &id), "evicted");
+    // A reindex keeps the entry (its bytes are elsewhere), and the next fetch completes.
+    store.reindex(false, &|_| {}).unwrap();
+    assert_eq!(state(&store, &id), "evicted");
+    store.fetch(&id, Some("r"), &|_| {}).unwrap();
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    assert_eq!(store.get(&id).unwrap().unwrap().identity(), id);
 }

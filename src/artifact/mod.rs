@@ -132,7 +132,7 @@ impl Store {
     /// Random access to resource `id` (mmap for files of [`MMAP_THRESHOLD`] bytes or more).
     pub fn open_resource(&self, id: Uuid) -> Result<ResourceReader> {
         let rec = self.resource(id)?;
-        self.ensure_local(&rec.run)?;
+        self.ensure_local(&rec)?;
         match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;
@@ -171,7 +171,7 @@ impl Store {
 
     fn read_whole(&self, id: Uuid, verify: bool) -> Result<ResourceData> {
         let rec = self.resource(id)?;
-        self.ensure_local(&rec.run)?;
+        self.ensure_local(&rec)?;
         let (data, sha) = match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;

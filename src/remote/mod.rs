@@ -166,9 +166,14 @@ impl Store {
         }))
     }
 
-    /// Makes run `identity` local when it is evicted or remote and on-demand fetching is on;
-    /// otherwise an evicted or remote run is an error naming it.
-    pub(crate) fn ensure_local(&self, identity: &Identity) -> Result<()> {
+    /// Before reading the bytes of resource `res`: fetches its run when the run is evicted or
+    /// remote and on-demand fetching is on (an error naming the run when it is off). Inline
+    /// bytes never leave the index, so they need nothing.
+    pub(crate) fn ensure_local(&self, res: &crate::artifact::ResourceRecord) -> Result<()> {
+        if res.backend == crate::artifact::Backend::Inline {
+            return Ok(());
+        }
+        let identity = &res.run;
         let Some(rec) = self.index()?.get(identity)? else {
             return Ok(());
         };
