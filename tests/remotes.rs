@@ -434,3 +434,69 @@ fn a_fetch_killed_between_its_renames_is_completed_by_the_next(kind: Kind) {
     assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
     assert_eq!(store.get(&id).unwrap().unwrap().identity(), id);
 }
+
+#[test]
+fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let mirror = tmp.path().join("mirror");
+    let cairn = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+        (out.status.code(), text)
+    };
+    let store = Store::open(&root).unwrap();
+    let run = store
+        .get_or_create(
+            &Model::new("m")
+                .with_config(&serde_json::json!({"a": 1}))
+                .unwrap(),
+        )
+        .unwrap();
+    std::fs::write(run.data_dir().join("out.txt"), b"result").unwrap();
+    let hex = run.identity().to_hex();
+
+    assert_eq!(
+        cairn(&["remote", "add", "d", "--dir", mirror.to_str().unwrap()]).0,
+        Some(0)
+    );
+    let (code, text) = cairn(&["remote", "add", "d", "--dir", "/elsewhere"]);
+    assert_eq!(code, Some(2), "{text}");
+    let (code, text) = cairn(&["remote", "add", "rel", "--dir", "relative/path"]);
+    assert!(code == Some(2) && text.contains("not absolute"), "{text}");
+    let (_, text) = cairn(&["--json", "remote", "ls"]);
+    assert!(
+        text.contains("\"name\":\"d\"") && text.contains("\"type\":\"dir\""),
+        "{text}"
+    );
+    let config = std::fs::read_to_string(root.join(".cairn/remotes.json")).unwrap();
+    assert!(config.contains("\"format\": 1"), "{config}");
+
+    let (code, text) = cairn(&["evict", &hex[..8]]);
+    assert!(code == Some(2) && text.contains("refused"), "{text}");
+    let (code, text) = cairn(&["push", "d", "--all"]);
+    assert!(code == Some(0) && text.contains("1 pushed"), "{text}");
+    let (_, text) = cairn(&["--json", "whereis", &hex[..8]]);
+    assert!(
+        text.contains("\"state\":\"local\"") && text.contains("\"remote\":\"d\""),
+        "{text}"
+    );
+    assert_eq!(cairn(&["evict", &hex[..8]]).0, Some(0));
+    assert!(!run.data_dir().join("out.txt").exists());
+    let (code, text) = cairn(&["verify", "--remote", "d"]);
+    assert!(code == Some(0) && text.contains("1 whole"), "{text}");
+    assert_eq!(cairn(&["fetch", &hex[..8]]).0, Some(0));
+    assert_eq!(
+        std::fs::read(run.data_dir().join("out.txt")).unwrap(),
+        b"result"
+    );
+    assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(0));
+    let (_, text) = cairn(&["whereis", &hex[..8]]);
+    assert!(!text.contains("verified"), "{text}");
+    assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(2));
+}
