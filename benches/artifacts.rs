@@ -66,7 +66,10 @@ fn aligned(len: usize) -> (Vec<u8>, usize) {
     (raw, off)
 }
 
-#[expect(unsafe_code, reason = "the mmap baseline maps a file this process wrote and keeps")]
+#[expect(
+    unsafe_code,
+    reason = "the mmap baseline maps a file this process wrote and keeps"
+)]
 fn sha256_mmap(path: &Path) -> String {
     let f = File::open(path).unwrap();
     // SAFETY: the benchmark's own file, not modified while mapped.
@@ -75,7 +78,10 @@ fn sha256_mmap(path: &Path) -> String {
 }
 
 fn large(dir: &Path, len: usize, passes: usize) {
-    println!("\n## 1-2. one artifact of {} MiB, {passes} interleaved passes", len / MIB);
+    println!(
+        "\n## 1-2. one artifact of {} MiB, {passes} interleaved passes",
+        len / MIB
+    );
     let bytes = data(len);
     let store = store(&dir.join("store-large"), Backend::Filesystem);
     let r = run(&store);
@@ -158,10 +164,7 @@ fn large(dir: &Path, len: usize, passes: usize) {
         let mut v = vec![0u8; len];
         File::open(&path).unwrap().read_exact(&mut v).unwrap();
         t[4].push(s.elapsed());
-        println!(
-            "  Vec buffer at {} mod 4096",
-            v.as_ptr() as usize % 4096
-        );
+        println!("  Vec buffer at {} mod 4096", v.as_ptr() as usize % 4096);
     }
     let [mmap_sha, verified, raw_aligned, unverified, raw_vec] = t.map(median);
     println!(
