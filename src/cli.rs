@@ -772,8 +772,10 @@ fn cmd_verify(
     let resources = store.verify_resources(contents)?;
     for f in &resources.findings {
         if cli.json {
-            out(json!({"class": f.kind.as_str(), "resource": f.id.to_string(),
-                       "name": f.name, "detail": f.detail}))?;
+            out(
+                json!({"class": f.kind.as_str(), "resource": f.id.to_string(),
+                       "name": f.name, "detail": f.detail}),
+            )?;
         } else {
             out(f)?;
         }
@@ -994,8 +996,10 @@ fn cmd_migrate(
         .keep_going(keep_going)
         .dry_run(dry_run);
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} resources ({per_sec}, {eta})")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} resources ({per_sec}, {eta})",
+        )
+        .expect("valid template"),
     );
     let report = store.migrate_artifacts(&opts, &|done, total| {
         bar.set_length(total);
@@ -1007,7 +1011,10 @@ fn cmd_migrate(
         if cli.json {
             out(json!({"failed": f.id.to_string(), "name": f.name, "error": line}))?;
         } else {
-            eprintln!("cairn: warning: resource {} ({:?}) not moved: {line}", f.id, f.name);
+            eprintln!(
+                "cairn: warning: resource {} ({:?}) not moved: {line}",
+                f.id, f.name
+            );
         }
     }
     if cli.json {

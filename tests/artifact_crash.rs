@@ -91,7 +91,11 @@ fn assert_consistent(root: &Path, run_dir: &Path, contents: &[&[u8]]) {
     }
     for f in shard_files(&store.artifact_fs_root()) {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(contents.contains(&&bytes[..]), "partial file {}", f.display());
+        assert!(
+            contents.contains(&&bytes[..]),
+            "partial file {}",
+            f.display()
+        );
     }
 }
 
@@ -187,15 +191,28 @@ fn enospc_in_the_middle_of_a_migration_leaves_that_row_untouched_and_a_rerun_com
         let store = open(root);
         for (i, (id, data)) in rows.iter().enumerate() {
             let rec = store.get_resource(*id).unwrap().unwrap();
-            let want = if i < 2 { Backend::Filesystem } else { Backend::Inline };
+            let want = if i < 2 {
+                Backend::Filesystem
+            } else {
+                Backend::Inline
+            };
             assert_eq!(rec.backend, want, "row {i}");
             assert_eq!(&*store.read_resource_data(*id).unwrap(), &data[..]);
         }
         let root_dir = store.artifact_fs_root();
         assert_eq!(shard_files(&root_dir).len(), 2, "no partial file remains");
-        assert_eq!(std::fs::read_dir(root_dir.join(".staging")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(root_dir.join(".staging"))
+                .unwrap()
+                .count(),
+            0
+        );
         drop(store);
-        assert_consistent(root, run.path(), &rows.iter().map(|(_, d)| &d[..]).collect::<Vec<_>>());
+        assert_consistent(
+            root,
+            run.path(),
+            &rows.iter().map(|(_, d)| &d[..]).collect::<Vec<_>>(),
+        );
 
         let out = cairn(root, &["--json", "migrate"], &[]);
         assert!(out.status.success(), "{out:?}");
@@ -204,7 +221,10 @@ fn enospc_in_the_middle_of_a_migration_leaves_that_row_untouched_and_a_rerun_com
         assert_eq!(summary["skipped"], 2);
         let store = open(root);
         for (id, data) in &rows {
-            assert_eq!(store.get_resource(*id).unwrap().unwrap().backend, Backend::Filesystem);
+            assert_eq!(
+                store.get_resource(*id).unwrap().unwrap().backend,
+                Backend::Filesystem
+            );
             assert_eq!(&*store.read_resource_data(*id).unwrap(), &data[..]);
         }
     }
@@ -232,7 +252,10 @@ fn a_crash_at_any_step_of_a_migration_loses_nothing_and_a_rerun_completes() {
         assert_consistent(root, run.path(), &contents);
         let store = open(root);
         for (id, data) in &rows {
-            assert_eq!(store.get_resource(*id).unwrap().unwrap().backend, Backend::Filesystem);
+            assert_eq!(
+                store.get_resource(*id).unwrap().unwrap().backend,
+                Backend::Filesystem
+            );
             assert_eq!(&*store.read_resource_data(*id).unwrap(), &data[..]);
         }
         // What the crash stranded is unreferenced, and gc collects it once old enough.
@@ -240,6 +263,10 @@ fn a_crash_at_any_step_of_a_migration_loses_nothing_and_a_rerun_completes() {
             .gc_artifacts(&cairn::artifact::GcOptions::default().grace(std::time::Duration::ZERO))
             .unwrap();
         assert!(gc.errors.is_empty());
-        assert_eq!(shard_files(&store.artifact_fs_root()).len(), rows.len(), "{step}");
+        assert_eq!(
+            shard_files(&store.artifact_fs_root()).len(),
+            rows.len(),
+            "{step}"
+        );
     }
 }

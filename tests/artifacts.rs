@@ -97,7 +97,12 @@ fn round_trips_on_both_backends_small_and_streamed() {
                 reader.read_range(lo..hi).unwrap(),
                 &data[lo as usize..(hi as usize).min(len)]
             );
-            assert!(reader.read_range(len as u64 + 10..len as u64 + 20).unwrap().is_empty());
+            assert!(
+                reader
+                    .read_range(len as u64 + 10..len as u64 + 20)
+                    .unwrap()
+                    .is_empty()
+            );
             reader.seek(SeekFrom::Start(lo)).unwrap();
             let mut rest = Vec::new();
             reader.read_to_end(&mut rest).unwrap();
@@ -114,14 +119,23 @@ fn sha256_known_answers_through_the_store() {
     let store = open(dir.path(), Backend::Filesystem);
     let r = run(&store, 0.1);
     for (input, want) in [
-        (&b""[..], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        (
+            &b""[..],
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        (
+            b"abc",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
         (
             b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
         ),
     ] {
-        assert_eq!(store.create_resource(&r, "k", input).unwrap().content_hash, want);
+        assert_eq!(
+            store.create_resource(&r, "k", input).unwrap().content_hash,
+            want
+        );
         let mut w = store.resource_writer(&r, "k").unwrap();
         w.write_all(input).unwrap();
         assert_eq!(w.commit().unwrap().content_hash, want);
@@ -169,9 +183,16 @@ fn delete_is_idempotent_and_removes_bytes_and_records() {
         assert!(!store.delete_resource(a.id).unwrap());
         assert!(store.get_resource(a.id).unwrap().is_none());
         assert!(!beside.exists());
-        assert!(files_under(&store.artifact_fs_root()).iter().all(|p| p.is_dir()));
+        assert!(
+            files_under(&store.artifact_fs_root())
+                .iter()
+                .all(|p| p.is_dir())
+        );
         let err = store.read_resource_data(a.id).unwrap_err();
-        assert!(matches!(err, Error::UnknownResource { id } if id == a.id), "{err}");
+        assert!(
+            matches!(err, Error::UnknownResource { id } if id == a.id),
+            "{err}"
+        );
     }
 }
 
@@ -191,7 +212,10 @@ fn reads_follow_the_record_after_switching_the_configured_backend_both_ways() {
     };
     let store = open(dir.path(), Backend::Inline);
     assert_eq!(&*store.read_resource_data(file.id).unwrap(), b"file bytes");
-    assert_eq!(&*store.read_resource_data(inline.id).unwrap(), b"inline bytes");
+    assert_eq!(
+        &*store.read_resource_data(inline.id).unwrap(),
+        b"inline bytes"
+    );
 }
 
 #[test]
@@ -206,7 +230,10 @@ fn updates_switch_backends_and_remove_old_files_and_migration_loses_nothing() {
     // Update into inline: the old file goes once the record no longer names it.
     let store = open(dir.path(), Backend::Inline);
     let a2 = store.update_resource(a.id, b"version two").unwrap();
-    assert_eq!((a2.id, a2.backend, a2.size_bytes), (a.id, Backend::Inline, 11));
+    assert_eq!(
+        (a2.id, a2.backend, a2.size_bytes),
+        (a.id, Backend::Inline, 11)
+    );
     assert_eq!(a2.created_at, a.created_at);
     assert!(!old_file.exists());
     let mut w = store.resource_updater(a.id).unwrap();
@@ -222,7 +249,10 @@ fn updates_switch_backends_and_remove_old_files_and_migration_loses_nothing() {
     let report = store
         .migrate_artifacts(&MigrateOptions::default(), &|_, _| {})
         .unwrap();
-    assert_eq!((report.migrated, report.skipped, report.failed.len()), (21, 0, 0));
+    assert_eq!(
+        (report.migrated, report.skipped, report.failed.len()),
+        (21, 0, 0)
+    );
     assert_eq!(&*store.read_resource_data(a.id).unwrap(), b"version three");
     for (id, data) in &others {
         let rec = store.get_resource(*id).unwrap().unwrap();
@@ -237,7 +267,9 @@ fn updates_switch_backends_and_remove_old_files_and_migration_loses_nothing() {
     // And back, under a size limit.
     let back = store
         .migrate_artifacts(
-            &MigrateOptions::default().to(Backend::Inline).inline_max(110),
+            &MigrateOptions::default()
+                .to(Backend::Inline)
+                .inline_max(110),
             &|_, _| {},
         )
         .unwrap();
@@ -271,10 +303,16 @@ fn reindex_restores_filesystem_records_and_reports_lost_inline_bytes() {
     // Inline bytes have no other copy: the record is back, the bytes are not, and both the
     // read and verify say so.
     let err = store.read_resource_data(i.id).unwrap_err();
-    assert!(matches!(err, Error::InlineBytesGone { id, .. } if id == i.id), "{err}");
+    assert!(
+        matches!(err, Error::InlineBytesGone { id, .. } if id == i.id),
+        "{err}"
+    );
     let report = store.verify_resources(false).unwrap();
     assert_eq!(report.findings.len(), 1);
-    assert_eq!(report.findings[0].kind, ResourceFindingKind::InlineBytesGone);
+    assert_eq!(
+        report.findings[0].kind,
+        ResourceFindingKind::InlineBytesGone
+    );
     // An explicit reindex restores nothing twice.
     assert_eq!(store.reindex(false, &|_| {}).unwrap().resources_restored, 0);
 }
@@ -333,7 +371,10 @@ fn records_pointing_outside_the_artifact_root_are_refused() {
     let store = open(dir.path().join("s").as_path(), Backend::Filesystem);
     let err = store.read_resource_data(f.id).unwrap_err();
     assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
-    assert!(err.to_string().contains("outside the artifact root"), "{err}");
+    assert!(
+        err.to_string().contains("outside the artifact root"),
+        "{err}"
+    );
     let report = store.verify_resources(false).unwrap();
     assert_eq!(report.findings[0].kind, ResourceFindingKind::UnsafeUri);
     assert!(store.delete_resource(f.id).unwrap());
@@ -439,7 +480,10 @@ fn configuration_comes_from_an_env_file_and_bad_names_fail_clearly() {
         .open()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
-    assert!(err.to_string().contains("cfg.env") && err.to_string().contains("tape"), "{err}");
+    assert!(
+        err.to_string().contains("cfg.env") && err.to_string().contains("tape"),
+        "{err}"
+    );
 }
 
 #[test]

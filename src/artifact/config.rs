@@ -132,10 +132,7 @@ pub(crate) fn parse_env_entries(
 
 /// Parses `.env` text held in memory (what the `env_file` fuzz target drives).
 pub fn parse_env_bytes(bytes: &[u8]) -> Result<(Option<String>, Option<String>)> {
-    parse_env_entries(
-        dotenvy::from_read_iter(bytes),
-        Path::new("<.env>"),
-    )
+    parse_env_entries(dotenvy::from_read_iter(bytes), Path::new("<.env>"))
 }
 
 fn env_error(file: &Path, e: dotenvy::Error) -> Error {

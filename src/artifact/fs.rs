@@ -46,10 +46,12 @@ pub fn path_of_uri(uri: &str, root: &Path) -> Result<PathBuf> {
         .to_file_path()
         .map_err(|()| refuse("not a local file path"))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let shard = path.parent().and_then(Path::file_name).and_then(|n| n.to_str());
+    let shard = path
+        .parent()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str());
     let in_root = path.parent().and_then(Path::parent) == Some(root);
-    let well_formed = Uuid::try_parse(name)
-        .is_ok_and(|u| u.hyphenated().to_string() == name)
+    let well_formed = Uuid::try_parse(name).is_ok_and(|u| u.hyphenated().to_string() == name)
         && shard == Some(&name[..2]);
     if !in_root || !well_formed {
         return Err(Error::UnsafePath {
@@ -73,9 +75,15 @@ mod tests {
         let id = Uuid::new_v4();
         let p = file_path(root, id);
         let uri = uri_of(&p).unwrap();
-        assert!(uri.starts_with("file:///data/art%20ifacts/%C3%A4/"), "{uri}");
+        assert!(
+            uri.starts_with("file:///data/art%20ifacts/%C3%A4/"),
+            "{uri}"
+        );
         assert_eq!(path_of_uri(&uri, root).unwrap(), p);
-        assert_eq!(p.parent().unwrap().file_name().unwrap(), &id.to_string()[..2]);
+        assert_eq!(
+            p.parent().unwrap().file_name().unwrap(),
+            &id.to_string()[..2]
+        );
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl Store {
         }
         // Records beside the runs too: one written before a crash kept it from the index.
         for run in index.filter_par(|_| true)? {
-            for rec in sidecar::read_all(&self.root().join(&run.location)).into_iter().flatten() {
+            for rec in sidecar::read_all(&self.root().join(&run.location))
+                .into_iter()
+                .flatten()
+            {
                 if rec.backend == Backend::Filesystem {
                     note(&rec.uri);
                 }

@@ -86,7 +86,12 @@ impl Store {
     /// are made durable, the record switched, then the old bytes removed.
     pub fn update_resource(&self, id: Uuid, bytes: &[u8]) -> Result<ResourceRecord> {
         let old = self.resource(id)?;
-        self.store_bytes(Plan::Replace(old), self.artifacts.backend, Uuid::new_v4(), bytes)
+        self.store_bytes(
+            Plan::Replace(old),
+            self.artifacts.backend,
+            Uuid::new_v4(),
+            bytes,
+        )
     }
 
     /// A streaming writer of new bytes for resource `id`.
@@ -153,11 +158,19 @@ impl Store {
         let Some(rec) = tables::get(index, id)? else {
             return Ok(false);
         };
-        if let Some(dir) = self.run_dir(&rec.run)? {
-            sidecar::remove(&dir, id)?;
+        let run_dir = self.run_dir(&rec.run)?;
+        if let Some(dir) = &run_dir {
+            sidecar::remove(dir, id)?;
         }
-        failpoint("artifact.after_sidecar_removed")?;
-        index.write(|txn| tables::remove(index, txn, &rec))?;
+        let removed = failpoint("artifact.after_sidecar_removed")
+            .and_then(|()| index.write(|txn| tables::remove(index, txn, &rec)));
+        if let Err(e) = removed {
+            // Still in the index: put its record back beside the run.
+            if let Some(dir) = &run_dir {
+                let _ = sidecar::write(dir, &rec);
+            }
+            return Err(e);
+        }
         if rec.backend == Backend::Filesystem {
             self.remove_file_of(&rec);
         }
@@ -165,8 +178,7 @@ impl Store {
     }
 
     fn resource(&self, id: Uuid) -> Result<ResourceRecord> {
-        self.get_resource(id)?
-            .ok_or(Error::UnknownResource { id })
+        self.get_resource(id)?.ok_or(Error::UnknownResource { id })
     }
 
     fn read_whole(&self, id: Uuid, verify: bool) -> Result<ResourceData> {
@@ -317,17 +329,23 @@ impl Store {
         };
         let index = self.index()?;
         let committed = match staged.payload {
-            Payload::File(_) => self.commit_file_record(index, &rec, old.as_ref(), run_dir.as_deref()),
-            Payload::Slice(bytes) => self.commit_inline_record(index, &rec, run_dir.as_deref(), |slot| {
-                slot.copy_from_slice(bytes);
-                Ok(())
-            }),
-            Payload::Spool(spool) => self.commit_inline_record(index, &rec, run_dir.as_deref(), |slot| {
-                use std::os::unix::fs::FileExt;
-                spool
-                    .read_exact_at(slot, 0)
-                    .map_err(|e| Error::io("read", "<spool>", e))
-            }),
+            Payload::File(_) => {
+                self.commit_file_record(index, &rec, old.as_ref(), run_dir.as_deref())
+            }
+            Payload::Slice(bytes) => {
+                self.commit_inline_record(index, &rec, run_dir.as_deref(), |slot| {
+                    slot.copy_from_slice(bytes);
+                    Ok(())
+                })
+            }
+            Payload::Spool(spool) => {
+                self.commit_inline_record(index, &rec, run_dir.as_deref(), |slot| {
+                    use std::os::unix::fs::FileExt;
+                    spool
+                        .read_exact_at(slot, 0)
+                        .map_err(|e| Error::io("read", "<spool>", e))
+                })
+            }
         };
         if let Err(e) = committed {
             if let Some(f) = &file {
@@ -440,7 +458,11 @@ pub(crate) fn restore(
         }
     }
     if !missing.is_empty() {
-        index.write(|txn| missing.iter().try_for_each(|rec| tables::put(index, txn, rec)))?;
+        index.write(|txn| {
+            missing
+                .iter()
+                .try_for_each(|rec| tables::put(index, txn, rec))
+        })?;
     }
     Ok((missing.len(), errors))
 }

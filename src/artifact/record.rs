@@ -141,8 +141,8 @@ impl ResourceRecord {
         let backend = text("backend")?;
         let uri = text("uri")?;
         let content_hash = text("sha256")?;
-        let backend = Backend::parse(&backend)
-            .ok_or_else(|| bad(&format!("unknown backend {backend:?}")))?;
+        let backend =
+            Backend::parse(&backend).ok_or_else(|| bad(&format!("unknown backend {backend:?}")))?;
         let size_bytes = match m.remove("size") {
             Some(Value::Integer(n)) => u64::try_from(n).map_err(|_| bad("size out of range"))?,
             _ => return Err(bad("size missing or not an integer")),
@@ -193,8 +193,16 @@ mod tests {
             description: "d".into(),
             created_at: "2026-11-22T08:00:00Z".into(),
             updated_at: "2026-11-22T09:00:00Z".into(),
-            backend: if fs { Backend::Filesystem } else { Backend::Inline },
-            uri: if fs { "file:///a/01/x".into() } else { String::new() },
+            backend: if fs {
+                Backend::Filesystem
+            } else {
+                Backend::Inline
+            },
+            uri: if fs {
+                "file:///a/01/x".into()
+            } else {
+                String::new()
+            },
             size_bytes: size,
             content_hash: "ab".repeat(32),
         }
@@ -224,8 +232,8 @@ mod tests {
         );
         m.insert("v".into(), Value::Integer(1));
         m.insert("extra".into(), Value::Null);
-        let err = ResourceRecord::decode(&Value::Map(m).to_cbor(), Path::new("x.cbor"))
-            .unwrap_err();
+        let err =
+            ResourceRecord::decode(&Value::Map(m).to_cbor(), Path::new("x.cbor")).unwrap_err();
         assert!(err.to_string().starts_with("x.cbor: "), "{err}");
         assert!(err.to_string().contains("extra"), "{err}");
     }

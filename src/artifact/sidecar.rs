@@ -17,7 +17,9 @@ const EXT: &str = "cbor";
 
 /// The record file of `id` in `run_dir`.
 pub(crate) fn path(run_dir: &Path, id: Uuid) -> PathBuf {
-    run_dir.join(SIDECAR_DIR).join(format!("{}.{EXT}", id.hyphenated()))
+    run_dir
+        .join(SIDECAR_DIR)
+        .join(format!("{}.{EXT}", id.hyphenated()))
 }
 
 /// Writes (or atomically replaces) `rec` beside its run, durably.
@@ -69,7 +71,10 @@ pub(crate) fn read_all(run_dir: &Path) -> Vec<Result<ResourceRecord>> {
                 if r.id == id {
                     Ok(r)
                 } else {
-                    Err(Error::format(&p, format!("holds resource {} under another name", r.id)))
+                    Err(Error::format(
+                        &p,
+                        format!("holds resource {} under another name", r.id),
+                    ))
                 }
             });
         out.push(rec);

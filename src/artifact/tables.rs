@@ -2,8 +2,8 @@
 //! never cleared by a rebuild: `inline_bytes` is the only copy of inline resources.
 
 use redb::{
-    MultimapTableDefinition, ReadTransaction, ReadableTable,
-    TableDefinition, TableError, WriteTransaction,
+    MultimapTableDefinition, ReadTransaction, ReadableTable, TableDefinition, TableError,
+    WriteTransaction,
 };
 use uuid::Uuid;
 
@@ -58,9 +58,7 @@ pub(crate) fn put_inline(
     len: usize,
     fill: impl FnOnce(&mut [u8]) -> Result<()>,
 ) -> Result<()> {
-    let mut t = txn
-        .open_table(INLINE_BYTES)
-        .map_err(|x| index.error(x))?;
+    let mut t = txn.open_table(INLINE_BYTES).map_err(|x| index.error(x))?;
     let mut slot = t
         .insert_reserve(id.as_bytes(), len)
         .map_err(|x| index.error(x))?;
@@ -69,9 +67,7 @@ pub(crate) fn put_inline(
 
 /// Drops the inline bytes of `id`, if any.
 pub(crate) fn drop_inline(index: &Index, txn: &WriteTransaction, id: Uuid) -> Result<()> {
-    let mut t = txn
-        .open_table(INLINE_BYTES)
-        .map_err(|x| index.error(x))?;
+    let mut t = txn.open_table(INLINE_BYTES).map_err(|x| index.error(x))?;
     t.remove(id.as_bytes()).map_err(|x| index.error(x))?;
     Ok(())
 }

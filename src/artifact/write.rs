@@ -73,7 +73,8 @@ pub(crate) fn write_file(root: &Path, file_id: Uuid, bytes: &[u8]) -> Result<Pat
     let result = (|| {
         let mut f = create_new(&tmp)?;
         failpoint("artifact.write")?;
-        f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         durable::sync_file(&f, &tmp)?;
         publish(root, &tmp, file_id)
     })();
@@ -146,7 +147,9 @@ impl HashPipe {
             self.made += 1;
             return AlignedBuf::zeroed(CHUNK);
         }
-        self.spare.recv().expect("the hashing thread returns buffers")
+        self.spare
+            .recv()
+            .expect("the hashing thread returns buffers")
     }
 
     fn submit(&mut self, buf: AlignedBuf, n: usize) {
@@ -202,7 +205,12 @@ impl std::fmt::Debug for ResourceWriter<'_> {
 
 impl<'s> ResourceWriter<'s> {
     /// A writer for `plan` into `backend`; `root` is the resolved filesystem root.
-    pub(crate) fn new(store: &'s Store, plan: Plan, backend: Backend, root: PathBuf) -> Result<Self> {
+    pub(crate) fn new(
+        store: &'s Store,
+        plan: Plan,
+        backend: Backend,
+        root: PathBuf,
+    ) -> Result<Self> {
         let file_id = match &plan {
             Plan::New { id, .. } => *id,
             Plan::Replace(_) => Uuid::new_v4(),
@@ -304,9 +312,11 @@ impl<'s> ResourceWriter<'s> {
                 self.tmp = None;
                 Payload::File(dest)
             }
-            Backend::Inline => Payload::Spool(self.file.try_clone().map_err(|e| {
-                Error::io("duplicate handle", "<spool>", e)
-            })?),
+            Backend::Inline => Payload::Spool(
+                self.file
+                    .try_clone()
+                    .map_err(|e| Error::io("duplicate handle", "<spool>", e))?,
+            ),
         };
         let plan = self.plan.take().expect("committed once");
         let staged = Staged {
