@@ -164,9 +164,8 @@ fn main() {
         store.evict(id, &EvictOptions::default()).unwrap();
     }
     let t = Instant::now();
-    for id in &ids {
-        store.fetch(id, Some("s3"), &|_| {}).unwrap();
-    }
+    let report = store.fetch_many(&ids, Some("s3"), &|_| {}).unwrap();
+    assert_eq!(report.fetched.len(), runs, "{:?}", report.failed.first());
     let fetch_small = t.elapsed();
     let t = Instant::now();
     rt.block_on(async {

@@ -148,10 +148,11 @@ enum Command {
         #[arg(long, conflicts_with = "runs")]
         module: Option<String>,
     },
-    /// Bring an evicted or remote run back, verified, and mark it local.
+    /// Bring evicted or remote runs back, verified, and mark them local.
     Fetch {
-        /// Identity or prefix.
-        run: String,
+        /// Identities or prefixes.
+        #[arg(required = true)]
+        runs: Vec<String>,
         /// From this remote (default: those recorded as holding a copy).
         #[arg(long, value_name = "NAME")]
         from: Option<String>,
@@ -377,7 +378,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             all,
             module,
         } => cmd_push(cli, remote, runs, *all, module.as_deref()),
-        Command::Fetch { run, from } => cmd_fetch(cli, run, from.as_deref()),
+        Command::Fetch { runs, from } => cmd_fetch(cli, runs, from.as_deref()),
         Command::Evict { run, force } => cmd_evict(cli, run, *force),
         Command::Whereis { run } => cmd_whereis(cli, run),
     }
@@ -1211,16 +1212,45 @@ fn cmd_push(
     }
 }
 
-fn cmd_fetch(cli: &Cli, reference: &str, from: Option<&str>) -> Result<(), Failure> {
+fn cmd_fetch(cli: &Cli, references: &[String], from: Option<&str>) -> Result<(), Failure> {
     let store = open_store(cli)?;
-    let rec = run_record(&store, reference)?;
+    let ids: Vec<cairn::Identity> = references
+        .iter()
+        .map(|r| run_record(&store, r).map(|rec| rec.identity))
+        .collect::<Result<_, _>>()?;
     let bar = transfer_bar();
-    let bytes = store.fetch(&rec.identity, from, &|n| bar.inc(n))?;
+    let report = store.fetch_many(&ids, from, &|n| bar.inc(n))?;
     bar.finish_and_clear();
+    for (id, e) in &report.failed {
+        eprintln!(
+            "cairn: warning: {id} not fetched: {}",
+            e.to_string().replace('\n', " ")
+        );
+    }
     if cli.json {
-        out(json!({"identity": rec.identity.to_hex(), "bytes": bytes}))
+        out(json!({
+            "fetched": report.fetched.len(),
+            "bytes": report.bytes,
+            "failed": report.failed.len(),
+        }))?;
     } else {
-        out(format!("{} local ({bytes} bytes fetched)", rec.identity))
+        out(format!(
+            "{} local, {} failed ({} bytes fetched)",
+            report.fetched.len(),
+            report.failed.len(),
+            report.bytes
+        ))?;
+    }
+    match report.failed.first() {
+        None => Ok(()),
+        Some((_, e)) if report.failed.len() == 1 && ids.len() == 1 => Err(Failure {
+            code: 3,
+            message: e.to_string(),
+        }),
+        Some(_) => Err(Failure {
+            code: 3,
+            message: format!("{} runs not fetched", report.failed.len()),
+        }),
     }
 }
 

@@ -16,8 +16,28 @@ use crate::artifact::{Backend, sidecar, tables};
 use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
-use crate::index::Availability;
+use crate::index::{Availability, RunRecord};
 use crate::store::{META_DIR, Store};
+
+/// What a fetch of several runs did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct FetchReport {
+    /// Runs made local.
+    pub fetched: Vec<Identity>,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Runs that could not be fetched, with the reason; the others went on.
+    pub failed: Vec<(Identity, Error)>,
+}
+
+/// A run downloaded and swapped in, not yet recorded in the index.
+struct Fetched {
+    rec: RunRecord,
+    resources: Vec<ResourceRecord>,
+    remote: String,
+    bytes: u64,
+}
 
 impl Store {
     /// Makes run `identity` local from remote `from` (default: the remotes the index records,
@@ -30,6 +50,78 @@ impl Store {
         from: Option<&str>,
         progress: Progress<'_>,
     ) -> Result<u64> {
+        match self.fetch_unrecorded(identity, from, progress)? {
+            None => Ok(0),
+            Some(f) => {
+                self.record_fetched(std::slice::from_ref(&f))?;
+                Ok(f.bytes)
+            }
+        }
+    }
+
+    /// Fetches `runs` as [`Store::fetch`] does, several at once, and records them in the index
+    /// in one transaction. A run that fails is reported and the others go on.
+    pub fn fetch_many(
+        &self,
+        runs: &[Identity],
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<FetchReport> {
+        use rayon::prelude::*;
+        let results: Vec<(Identity, Result<Option<Fetched>>)> = runs
+            .par_iter()
+            .map(|id| (*id, self.fetch_unrecorded(id, from, progress)))
+            .collect();
+        let mut report = FetchReport::default();
+        let mut done = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(Some(f)) => {
+                    report.bytes += f.bytes;
+                    report.fetched.push(id);
+                    done.push(f);
+                }
+                Ok(None) => report.fetched.push(id),
+                Err(e) => report.failed.push((id, e)),
+            }
+        }
+        self.record_fetched(&done)?;
+        Ok(report)
+    }
+
+    /// Marks fetched runs local, with their new resource records, in one transaction; then
+    /// records the copies they came from as verified now.
+    fn record_fetched(&self, done: &[Fetched]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let index = self.index()?;
+        index.write(|txn| {
+            for f in done {
+                index.put(txn, &f.rec, 0)?;
+                f.resources
+                    .iter()
+                    .try_for_each(|r| tables::put(index, txn, r))?;
+            }
+            Ok(())
+        })?;
+        let mut by_remote: std::collections::BTreeMap<&str, Vec<Identity>> = Default::default();
+        for f in done {
+            by_remote.entry(&f.remote).or_default().push(f.rec.identity);
+        }
+        let now = copies::now_ms();
+        by_remote
+            .into_iter()
+            .try_for_each(|(name, ids)| copies::record(index, name, &ids, now))
+    }
+
+    /// Downloads and swaps in run `identity`; `None` when it is already local.
+    fn fetch_unrecorded(
+        &self,
+        identity: &Identity,
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<Option<Fetched>> {
         let index = self.index()?;
         let rec = index
             .get(identity)?
@@ -38,7 +130,7 @@ impl Store {
                 reason: "no such run in the index",
             })?;
         if rec.state == Availability::Local {
-            return Ok(0);
+            return Ok(None);
         }
         let names: Vec<String> = match from {
             Some(n) => vec![n.to_owned()],
@@ -73,17 +165,15 @@ impl Store {
                 }
             };
             match self.fetch_from(remote.as_ref(), &m, &rec.location, progress) {
-                Ok((bytes, new_records)) => {
+                Ok((bytes, resources)) => {
                     let mut rec = rec.clone();
                     rec.state = Availability::Local;
-                    index.write(|txn| {
-                        index.put(txn, &rec, 0)?;
-                        new_records
-                            .iter()
-                            .try_for_each(|r| tables::put(index, txn, r))
-                    })?;
-                    copies::record(index, &name, &[*identity], copies::now_ms())?;
-                    return Ok(bytes);
+                    return Ok(Some(Fetched {
+                        rec,
+                        resources,
+                        remote: name,
+                        bytes,
+                    }));
                 }
                 Err(e) => last = Some(e),
             }

@@ -6,7 +6,7 @@
 //! - [`RemoteSpec`]: how a remote is reached; configured by name in `.cairn/remotes.json`
 //!   ([`Store::add_remote`], [`Store::remove_remote`], [`Store::remotes`]) or through
 //!   [`StoreBuilder::remote`](crate::StoreBuilder::remote).
-//! - [`Store::push`], [`Store::fetch`], [`Store::evict`], [`Store::whereis`],
+//! - [`Store::push`], [`Store::fetch`], [`Store::fetch_many`], [`Store::evict`], [`Store::whereis`],
 //!   [`Store::reindex_remote`], [`Store::verify_remote`].
 //!
 //! A remote holds run files at `<location>/<path>` (the run directory format), artifact bytes
@@ -32,6 +32,7 @@ pub use config::{REMOTES_FILE, RemoteSpec, S3Spec};
 pub use copies::Copy;
 pub use dir::DirRemote;
 pub use evict::{EVICTED_MARKER, EvictOptions};
+pub use fetch::FetchReport;
 pub use manifest::{Manifest, ManifestArtifact, ManifestFile};
 pub use push::PushReport;
 pub use s3::S3Remote;

@@ -45,18 +45,15 @@ impl Store {
         let index = self.index()?;
         let mut report = PushReport::default();
         let mut done = Vec::new();
-        for id in runs {
-            let outcome = match index.get(id)? {
-                None => Err(Error::InvalidReference {
-                    given: id.to_hex(),
-                    reason: "no such run in the index",
-                }),
-                Some(rec) if rec.state != Availability::Local => Err(Error::NotLocal {
-                    identity: *id,
-                    state: rec.state.as_str(),
-                }),
-                Some(rec) => self.push_one(remote.as_ref(), &rec, progress),
-            };
+        // Runs go up several at once (the transfers' latencies overlap); each run's objects in
+        // order, its manifest last.
+        use rayon::prelude::*;
+        let outcomes: Vec<(Identity, Result<Option<u64>>)> = runs
+            .par_iter()
+            .map(|id| (*id, self.push_checked(remote.as_ref(), index, id, progress)))
+            .collect();
+        for (id, outcome) in outcomes {
+            let id = &id;
             match outcome {
                 Ok(None) => {
                     report.already.push(*id);
@@ -72,6 +69,27 @@ impl Store {
         }
         copies::record(index, name, &done, copies::now_ms())?;
         Ok(report)
+    }
+
+    /// Pushes run `id` if it is local.
+    fn push_checked(
+        &self,
+        remote: &dyn Remote,
+        index: &crate::index::Index,
+        id: &Identity,
+        progress: Progress<'_>,
+    ) -> Result<Option<u64>> {
+        match index.get(id)? {
+            None => Err(Error::InvalidReference {
+                given: id.to_hex(),
+                reason: "no such run in the index",
+            }),
+            Some(rec) if rec.state != Availability::Local => Err(Error::NotLocal {
+                identity: *id,
+                state: rec.state.as_str(),
+            }),
+            Some(rec) => self.push_one(remote, &rec, progress),
+        }
     }
 
     /// Pushes one run; `None` when its committed copy was already there, else bytes uploaded.
