@@ -202,13 +202,17 @@ impl Store {
             Backend::Filesystem => {
                 let path = self.file_of(&rec)?;
                 let mut file = read::open_checked(&path, &rec)?;
+                if verify && rec.size_bytes >= MMAP_THRESHOLD {
+                    // Hashing the mapping and lending it costs no copy.
+                    return read::read_mapped_verified(&file, &path, &rec);
+                }
                 read::read_file(&mut file, rec.size_bytes, &path, verify)?
             }
         };
         if let Some(sha) = sha {
             read::check_hash(&rec, sha)?;
         }
-        Ok(data)
+        Ok(ResourceData::owned(data))
     }
 
     fn inline_of(&self, rec: &ResourceRecord) -> Result<Vec<u8>> {

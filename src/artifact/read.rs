@@ -1,12 +1,11 @@
-//! Reading resource bytes: whole and verified (pipelined read + sha256 into a page-aligned
-//! buffer), or through a [`ResourceReader`] for ranged reads (mmap for large files, `pread` for
-//! small ones). The mmap never leaves this module: callers get copies of the ranges they ask for.
+//! Reading resource bytes: whole (a `read()` into a page-aligned buffer, or for a verified read
+//! of a large file a checked mapping, [`ResourceData`]), or through a [`ResourceReader`] for
+//! ranged reads (mmap for large files, `pread` for small ones; copies of the ranges asked for).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc;
 
 use sha2::{Digest, Sha256};
 
@@ -15,15 +14,78 @@ use super::record::ResourceRecord;
 use super::write::CHUNK;
 use crate::error::{Error, Result};
 
-/// Bytes per read of a verified read: small enough that the chunk is still in cache (512 KiB
-/// L2 here) when the hashing thread reads it.
-const READ_CHUNK: usize = 256 << 10;
-
 /// Files at least this large are mapped by [`ResourceReader`]; smaller ones are read.
 pub const MMAP_THRESHOLD: u64 = 1 << 20;
 
-/// Owned bytes of a resource, page-aligned in memory; derefs to `[u8]`.
-pub type ResourceData = AlignedBuf;
+/// The bytes of a resource; derefs to `[u8]`.
+///
+/// Owned (page-aligned) bytes, except for a verified read of a file of at least
+/// [`MMAP_THRESHOLD`] bytes: then a read-only mapping of the file, whose sha256 was checked over
+/// that same mapping, so no copy is made. Sound because resource files are immutable: cairn
+/// never writes a file after publishing it, and unlinking it (delete, update, gc) leaves the
+/// mapping intact. Do not modify files under the artifact root by other means while holding one.
+pub struct ResourceData(Data);
+
+enum Data {
+    Owned(AlignedBuf),
+    Mapped(memmap2::Mmap),
+}
+
+impl ResourceData {
+    pub(crate) fn owned(buf: AlignedBuf) -> Self {
+        ResourceData(Data::Owned(buf))
+    }
+
+    /// The bytes, copied into a plain `Vec`.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_ref().to_vec()
+    }
+}
+
+impl std::ops::Deref for ResourceData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Data::Owned(b) => b,
+            Data::Mapped(m) => m,
+        }
+    }
+}
+
+impl AsRef<[u8]> for ResourceData {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for ResourceData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let how = match self.0 {
+            Data::Owned(_) => "owned",
+            Data::Mapped(_) => "mapped",
+        };
+        write!(f, "ResourceData({} bytes, {how})", self.len())
+    }
+}
+
+/// A verified read of a large file: sha256 over a mapping of it, the mapping returned.
+pub(crate) fn read_mapped_verified(
+    file: &File,
+    path: &Path,
+    rec: &ResourceRecord,
+) -> Result<ResourceData> {
+    let map = map(file, path)?;
+    if map.len() as u64 != rec.size_bytes {
+        return Err(mismatch(
+            rec,
+            "size",
+            rec.size_bytes.to_string(),
+            map.len().to_string(),
+        ));
+    }
+    check_hash(rec, hex::encode(Sha256::digest(&map[..])))?;
+    Ok(ResourceData(Data::Mapped(map)))
+}
 
 /// Opens a resource file, refusing anything but a regular file of the recorded size.
 pub(crate) fn open_checked(path: &Path, rec: &ResourceRecord) -> Result<File> {
@@ -74,51 +136,24 @@ pub(crate) fn check_hash(rec: &ResourceRecord, sha256: String) -> Result<()> {
     }
 }
 
-/// Reads all of `file` (of `len` bytes) into an aligned buffer; with `verify`, hashes each
-/// chunk on a helper thread while the next is read and returns the sha256.
+/// Reads all of `file` (of `len` bytes) into a page-aligned buffer; with `verify`, also
+/// returns its sha256.
 pub(crate) fn read_file(
     file: &mut File,
     len: u64,
     path: &Path,
     verify: bool,
-) -> Result<(ResourceData, Option<String>)> {
+) -> Result<(AlignedBuf, Option<String>)> {
     let len = usize::try_from(len).map_err(|_| Error::TooLarge {
         path: path.into(),
         size: len,
         limit: usize::MAX as u64,
     })?;
     let mut buf = AlignedBuf::zeroed(len);
-    let read_err = |e| Error::io("read", path, e);
-    if !verify {
-        file.read_exact(buf.as_mut_slice()).map_err(read_err)?;
-        return Ok((buf, None));
-    }
-    if len <= READ_CHUNK {
-        file.read_exact(buf.as_mut_slice()).map_err(read_err)?;
-        let sha = hex::encode(Sha256::digest(&*buf));
-        return Ok((buf, Some(sha)));
-    }
-    let sha = std::thread::scope(|s| {
-        // At most two chunks ahead of the hasher, so it reads them from cache.
-        let (tx, rx) = mpsc::sync_channel::<&[u8]>(1);
-        let hasher = s.spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(chunk);
-            }
-            hex::encode(h.finalize())
-        });
-        let mut rest = buf.as_mut_slice();
-        while !rest.is_empty() {
-            let (head, tail) = rest.split_at_mut(rest.len().min(READ_CHUNK));
-            file.read_exact(head).map_err(read_err)?;
-            tx.send(head).expect("the hashing thread runs");
-            rest = tail;
-        }
-        drop(tx);
-        Ok::<_, Error>(hasher.join().expect("the hashing thread does not panic"))
-    })?;
-    Ok((buf, Some(sha)))
+    file.read_exact(buf.as_mut_slice())
+        .map_err(|e| Error::io("read", path, e))?;
+    let sha = verify.then(|| hex::encode(Sha256::digest(&*buf)));
+    Ok((buf, sha))
 }
 
 enum Source {
@@ -252,10 +287,11 @@ fn copy_from(bytes: &[u8], offset: u64, buf: &mut [u8]) -> usize {
 )]
 fn map(file: &File, path: &Path) -> Result<memmap2::Mmap> {
     // SAFETY: resource files are immutable by construction: cairn writes each one under a
-    // staging name, renames it into place once durable and never writes it again (new bytes go
-    // to a new file; deletion unlinks, which keeps this mapping valid). The mapping is private
-    // to `ResourceReader`, which hands out copies only, never a borrowed slice. A process
-    // outside cairn that truncates the file breaks that contract (and would get SIGBUS).
+    // staging name, renames it into place once durable and never opens it for writing again
+    // (new bytes go to a new file; delete, update and gc unlink, which keeps a mapping valid).
+    // `ResourceReader` hands out copies only; `ResourceData` lends the mapped bytes for as long
+    // as it lives, documented as requiring that no one outside cairn modifies the file (a
+    // truncation would raise SIGBUS). The file was opened after the root containment check.
     unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::io("map", path, e))
 }
 
