@@ -67,6 +67,9 @@ enum Command {
         /// Visit only directories changed since the last reindex.
         #[arg(long)]
         incremental: bool,
+        /// Instead: discover the runs committed on this remote (new ones get state `remote`).
+        #[arg(long, value_name = "NAME", conflicts_with = "incremental")]
+        remote: Option<String>,
     },
     /// List runs (optionally of one module or state).
     Ls {
@@ -92,6 +95,13 @@ enum Command {
         /// Only runs whose identity starts with this prefix (8+ hex characters).
         #[arg(long)]
         prefix: Option<String>,
+        /// Also read every resource and check its size and sha256 (in parallel).
+        #[arg(long)]
+        contents: bool,
+        /// Instead: check every copy on this remote (size and sha256 of each object) and drop
+        /// damaged ones from the index.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["module", "prefix", "contents"])]
+        remote: Option<String>,
     },
     /// Fix what verify finds when the fix needs no guessing: the index always; identity drift
     /// with --rekey; duplicate directories with --force.
@@ -102,6 +112,109 @@ enum Command {
         /// Delete the extra directories of duplicate identities.
         #[arg(long)]
         force: bool,
+    },
+    /// Resources (files attached to runs): add, get, ls, rm.
+    #[command(subcommand)]
+    Resource(ResourceCommand),
+    /// Move resource bytes between backends (default: inline bytes to the filesystem backend).
+    /// Restartable: rows already moved are skipped. Exit 1 when a row failed.
+    Migrate {
+        /// Only count what would move.
+        #[arg(long)]
+        dry_run: bool,
+        /// Target backend: filesystem or inline.
+        #[arg(long, default_value = "filesystem")]
+        to: String,
+        /// With --to inline: largest file moved, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        inline_max: u64,
+        /// Go on with the next row after a failure (default: stop).
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Remotes (a directory mirror or an S3 bucket): add, ls, rm.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Copy runs (directories and artifacts) to a remote, verify and record the copies.
+    Push {
+        /// The remote.
+        remote: String,
+        /// Runs (identities or prefixes); with none, --all or --module selects.
+        runs: Vec<String>,
+        /// Every local run.
+        #[arg(long, conflicts_with = "runs")]
+        all: bool,
+        /// Every local run of this module.
+        #[arg(long, conflicts_with = "runs")]
+        module: Option<String>,
+    },
+    /// Bring evicted or remote runs back, verified, and mark them local.
+    Fetch {
+        /// Identities or prefixes.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// From this remote (default: those recorded as holding a copy).
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+    },
+    /// Delete a run's local bytes, keeping a husk; refused unless a remote is checked now to
+    /// hold a whole copy.
+    Evict {
+        /// Identity or prefix.
+        run: String,
+        /// Evict even without a confirmed remote copy.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Where a run is: local or not, which remotes hold a copy, when each was last verified.
+    Whereis {
+        /// Identity or prefix.
+        run: String,
+    },
+    /// Remove artifact files no record names (crash leftovers) older than a grace period.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Grace period in seconds: younger files are kept.
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResourceCommand {
+    /// Attach FILE (or `-` for standard input) to RUN, in the configured backend
+    /// ($CAIRN_ARTIFACT_BACKEND, $CAIRN_ARTIFACT_FS_ROOT); print the new resource.
+    Add {
+        /// Run identity or unique prefix.
+        run: String,
+        /// The file.
+        file: PathBuf,
+        /// Resource name (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Write a resource's bytes, verified, to standard output or FILE.
+    Get {
+        /// Resource id.
+        id: String,
+        /// Output file (written atomically).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List a run's resources.
+    Ls {
+        /// Run identity or unique prefix.
+        run: String,
+    },
+    /// Delete a resource (no error if it is already gone).
+    Rm {
+        /// Resource id.
+        id: String,
     },
 }
 
@@ -143,6 +256,42 @@ struct FindArgs {
     /// At most this many runs.
     #[arg(long)]
     limit: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum RemoteCommand {
+    /// Add a remote (written to .cairn/remotes.json; credentials stay in the environment).
+    Add {
+        /// Its name.
+        name: String,
+        /// A directory remote at this absolute path.
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "s3",
+            required_unless_present = "s3"
+        )]
+        dir: Option<PathBuf>,
+        /// An S3 remote in this bucket.
+        #[arg(long, value_name = "BUCKET")]
+        s3: Option<String>,
+        /// Key prefix inside the bucket.
+        #[arg(long, requires = "s3", default_value = "")]
+        prefix: String,
+        /// Endpoint URL (default AWS_ENDPOINT_URL).
+        #[arg(long, requires = "s3")]
+        endpoint: Option<String>,
+        /// Region (default AWS_REGION).
+        #[arg(long, requires = "s3")]
+        region: Option<String>,
+    },
+    /// List the remotes.
+    Ls,
+    /// Remove a remote (the index forgets its copies; nothing on the remote is deleted).
+    Rm {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// A failure and the exit code it maps to.
@@ -192,7 +341,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Id { file, explain } => cmd_id(cli, file, *explain),
         Command::Put { file } => cmd_put(cli, file),
         Command::Show { run } => cmd_show(cli, run),
-        Command::Reindex { incremental } => cmd_reindex(cli, *incremental),
+        Command::Reindex {
+            remote: Some(name), ..
+        } => cmd_remote_check(cli, name, false),
+        Command::Reindex { incremental, .. } => cmd_reindex(cli, *incremental),
         Command::Ls { module, state } => {
             let mut q = Query::new();
             q.module = module.clone();
@@ -201,8 +353,34 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Find(args) => cmd_find(cli, args),
         Command::Stats => cmd_stats(cli),
-        Command::Verify { module, prefix } => cmd_verify(cli, module.clone(), prefix.as_deref()),
+        Command::Verify {
+            remote: Some(name), ..
+        } => cmd_remote_check(cli, name, true),
+        Command::Verify {
+            module,
+            prefix,
+            contents,
+            ..
+        } => cmd_verify(cli, module.clone(), prefix.as_deref(), *contents),
         Command::Repair { rekey, force } => cmd_repair(cli, *rekey, *force),
+        Command::Resource(rc) => cmd_resource(cli, rc),
+        Command::Migrate {
+            dry_run,
+            to,
+            inline_max,
+            keep_going,
+        } => cmd_migrate(cli, *dry_run, to, *inline_max, *keep_going),
+        Command::Gc { dry_run, grace } => cmd_gc(cli, *dry_run, *grace),
+        Command::Remote(rc) => cmd_remote(cli, rc),
+        Command::Push {
+            remote,
+            runs,
+            all,
+            module,
+        } => cmd_push(cli, remote, runs, *all, module.as_deref()),
+        Command::Fetch { runs, from } => cmd_fetch(cli, runs, from.as_deref()),
+        Command::Evict { run, force } => cmd_evict(cli, run, *force),
+        Command::Whereis { run } => cmd_whereis(cli, run),
     }
 }
 
@@ -557,7 +735,12 @@ fn finding_json(f: &cairn::verify::Finding) -> serde_json::Value {
     })
 }
 
-fn cmd_verify(cli: &Cli, module: Option<String>, prefix: Option<&str>) -> Result<(), Failure> {
+fn cmd_verify(
+    cli: &Cli,
+    module: Option<String>,
+    prefix: Option<&str>,
+    contents: bool,
+) -> Result<(), Failure> {
     let store = open_store(cli)?;
     let schemas = load_schemas(&store)?;
     let mut opts = cairn::verify::VerifyOptions::default();
@@ -587,12 +770,35 @@ fn cmd_verify(cli: &Cli, module: Option<String>, prefix: Option<&str>) -> Result
             out(format!("{n:>10}  {}", kind.as_str()))?;
         }
     }
-    if report.is_clean() {
+    let resources = store.verify_resources(contents)?;
+    for f in &resources.findings {
+        if cli.json {
+            out(
+                json!({"class": f.kind.as_str(), "resource": f.id.to_string(),
+                       "name": f.name, "detail": f.detail}),
+            )?;
+        } else {
+            out(f)?;
+        }
+    }
+    if !cli.json {
+        out(format!(
+            "checked {} resources{} in {:.2}s: {} findings",
+            resources.resources,
+            if contents { " (contents)" } else { "" },
+            resources.elapsed.as_secs_f64(),
+            resources.findings.len()
+        ))?;
+    }
+    if report.is_clean() && resources.findings.is_empty() {
         Ok(())
     } else {
         Err(Failure {
             code: FOUND_PROBLEMS,
-            message: format!("{} findings", report.findings.len()),
+            message: format!(
+                "{} findings",
+                report.findings.len() + resources.findings.len()
+            ),
         })
     }
 }
@@ -638,4 +844,509 @@ fn cmd_repair(cli: &Cli, rekey: bool, force: bool) -> Result<(), Failure> {
     } else {
         out(&report)
     }
+}
+
+fn resource_json(r: &cairn::artifact::ResourceRecord) -> serde_json::Value {
+    json!({
+        "id": r.id.to_string(),
+        "run": r.run.to_hex(),
+        "name": r.name,
+        "description": r.description,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "backend": r.backend.as_str(),
+        "uri": r.uri,
+        "size_bytes": r.size_bytes,
+        "content_hash": r.content_hash,
+    })
+}
+
+fn print_resource(cli: &Cli, r: &cairn::artifact::ResourceRecord) -> Result<(), Failure> {
+    if cli.json {
+        out(resource_json(r))
+    } else {
+        out(format!(
+            "{}  {:<10} {:>12}  {}  {}",
+            r.id,
+            r.backend.as_str(),
+            r.size_bytes,
+            &r.content_hash[..16],
+            r.name
+        ))
+    }
+}
+
+fn parse_resource_id(id: &str) -> Result<uuid::Uuid, Failure> {
+    uuid::Uuid::try_parse(id).map_err(|e| input_error(format!("invalid resource id {id:?}: {e}")))
+}
+
+fn resolve_run(store: &Store, run: &str) -> Result<cairn::Run, Failure> {
+    store
+        .resolve(run)?
+        .ok_or_else(|| input_error(format!("no run {run}")))
+}
+
+fn bytes_bar(len: u64) -> indicatif::ProgressBar {
+    // Drawn on a terminal only; hidden when stderr is redirected.
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    )
+}
+
+fn cmd_resource(cli: &Cli, rc: &ResourceCommand) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    match rc {
+        ResourceCommand::Add {
+            run,
+            file,
+            name,
+            description,
+        } => {
+            let run = resolve_run(&store, run)?;
+            let name = name.clone().unwrap_or_else(|| {
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "stdin".into())
+            });
+            let (mut input, len): (Box<dyn Read>, u64) = if file == Path::new("-") {
+                (Box::new(std::io::stdin().lock()), 0)
+            } else {
+                let f = std::fs::File::open(file)
+                    .map_err(|e| input_error(format!("open {}: {e}", file.display())))?;
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                (Box::new(f), len)
+            };
+            let mut writer = store
+                .resource_writer(&run, &name)?
+                .description(description.clone());
+            let bar = bytes_bar(len);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_error("read", file, e).into()),
+                };
+                writer
+                    .write_all(&buf[..n])
+                    .map_err(|e| io_error("write resource", store.artifact_fs_root(), e))?;
+                bar.inc(n as u64);
+            }
+            let rec = writer.commit()?;
+            bar.finish_and_clear();
+            print_resource(cli, &rec)
+        }
+        ResourceCommand::Get { id, output } => {
+            let id = parse_resource_id(id)?;
+            match output {
+                Some(dest) => {
+                    let rec = store.export_resource(id, dest)?;
+                    if cli.json {
+                        out(resource_json(&rec))?;
+                    }
+                    Ok(())
+                }
+                None => {
+                    let data = store.read_resource_data(id)?;
+                    std::io::stdout()
+                        .lock()
+                        .write_all(&data)
+                        .map_err(|e| io_error("write", "<stdout>", e).into())
+                }
+            }
+        }
+        ResourceCommand::Ls { run } => {
+            let run = resolve_run(&store, run)?;
+            for r in store.list_resources(&run.identity())? {
+                print_resource(cli, &r)?;
+            }
+            Ok(())
+        }
+        ResourceCommand::Rm { id } => {
+            let id = parse_resource_id(id)?;
+            let existed = store.delete_resource(id)?;
+            if cli.json {
+                out(json!({"id": id.to_string(), "deleted": existed}))
+            } else if existed {
+                out(format!("deleted {id}"))
+            } else {
+                out(format!("no resource {id} (nothing to delete)"))
+            }
+        }
+    }
+}
+
+fn cmd_migrate(
+    cli: &Cli,
+    dry_run: bool,
+    to: &str,
+    inline_max: u64,
+    keep_going: bool,
+) -> Result<(), Failure> {
+    use cairn::artifact::{Backend, MigrateOptions};
+    let to = Backend::parse(to)
+        .ok_or_else(|| input_error(format!("unknown backend {to:?} (inline or filesystem)")))?;
+    let store = open_store(cli)?;
+    let opts = MigrateOptions::default()
+        .to(to)
+        .inline_max(inline_max)
+        .keep_going(keep_going)
+        .dry_run(dry_run);
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} resources ({per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    );
+    let report = store.migrate_artifacts(&opts, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    for f in &report.failed {
+        let line = f.error.to_string().replace('\n', " ");
+        if cli.json {
+            out(json!({"failed": f.id.to_string(), "name": f.name, "error": line}))?;
+        } else {
+            eprintln!(
+                "cairn: warning: resource {} ({:?}) not moved: {line}",
+                f.id, f.name
+            );
+        }
+    }
+    if cli.json {
+        out(json!({
+            "migrated": report.migrated,
+            "skipped": report.skipped,
+            "failed": report.failed.len(),
+            "bytes": report.bytes,
+            "stopped": report.stopped,
+            "dry_run": report.dry_run,
+            "seconds": report.elapsed.as_secs_f64(),
+        }))?;
+    } else {
+        out(&report)?;
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: FOUND_PROBLEMS,
+            message: format!("{} resources could not be moved", report.failed.len()),
+        })
+    }
+}
+
+fn cmd_gc(cli: &Cli, dry_run: bool, grace: u64) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let opts = cairn::artifact::GcOptions::default()
+        .grace(std::time::Duration::from_secs(grace))
+        .dry_run(dry_run);
+    let report = store.gc_artifacts(&opts)?;
+    for (path, size) in &report.removed {
+        if cli.json {
+            out(json!({"removed": path, "bytes": size, "dry_run": dry_run}))?;
+        } else {
+            out(format!(
+                "{} {}  ({size} bytes)",
+                if dry_run { "would remove" } else { "removed" },
+                path.display()
+            ))?;
+        }
+    }
+    for e in &report.errors {
+        eprintln!("cairn: warning: {}", e.to_string().replace('\n', " "));
+    }
+    if cli.json {
+        out(json!({
+            "removed": report.removed.len(),
+            "bytes": report.removed.iter().map(|(_, n)| n).sum::<u64>(),
+            "referenced": report.referenced,
+            "kept_recent": report.kept_recent,
+            "errors": report.errors.len(),
+            "dry_run": report.dry_run,
+        }))
+    } else {
+        out(&report)
+    }
+}
+
+fn io_error(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    Error::Io {
+        op,
+        path: path.into(),
+        source,
+    }
+}
+
+// ---- remotes (issue 6) ----
+
+fn run_record(store: &Store, reference: &str) -> Result<RunRecord, Failure> {
+    store
+        .record_of(reference)?
+        .ok_or_else(|| input_error(format!("no run matches {reference}")))
+}
+
+fn transfer_bar() -> indicatif::ProgressBar {
+    // Drawn on a terminal only; hidden when stderr is redirected.
+    indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bytes} ({bytes_per_sec})")
+            .expect("valid template"),
+    )
+}
+
+fn cmd_remote(cli: &Cli, rc: &RemoteCommand) -> Result<(), Failure> {
+    use cairn::remote::{RemoteSpec, S3Spec};
+    let store = open_store(cli)?;
+    match rc {
+        RemoteCommand::Add {
+            name,
+            dir,
+            s3,
+            prefix,
+            endpoint,
+            region,
+        } => {
+            let spec = match (dir, s3) {
+                (Some(path), _) => RemoteSpec::Dir { path: path.clone() },
+                (None, Some(bucket)) => {
+                    let mut s = S3Spec::new(bucket).prefix(prefix);
+                    if let Some(e) = endpoint {
+                        s = s.endpoint(e);
+                    }
+                    if let Some(r) = region {
+                        s = s.region(r);
+                    }
+                    RemoteSpec::S3(s)
+                }
+                (None, None) => return Err(input_error("remote add needs --dir or --s3")),
+            };
+            store.add_remote(name, spec)?;
+            Ok(())
+        }
+        RemoteCommand::Ls => {
+            for (name, spec) in store.remotes()? {
+                if cli.json {
+                    out(json!({"name": name, "spec": spec}))?;
+                } else {
+                    match spec {
+                        RemoteSpec::Dir { path } => {
+                            out(format!("{name}\tdir\t{}", path.display()))?
+                        }
+                        RemoteSpec::S3(s) => out(format!("{name}\ts3\t{}/{}", s.bucket, s.prefix))?,
+                        _ => out(name)?,
+                    }
+                }
+            }
+            Ok(())
+        }
+        RemoteCommand::Rm { name } => {
+            if store.remove_remote(name)? {
+                Ok(())
+            } else {
+                Err(input_error(format!(
+                    "no remote named {name:?} in the configuration"
+                )))
+            }
+        }
+    }
+}
+
+fn cmd_push(
+    cli: &Cli,
+    remote: &str,
+    runs: &[String],
+    all: bool,
+    module: Option<&str>,
+) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let ids: Vec<cairn::Identity> = if runs.is_empty() {
+        if !all && module.is_none() {
+            return Err(input_error("push needs runs, --all or --module"));
+        }
+        let mut q = Query::new();
+        q.module = module.map(str::to_owned);
+        q.state = Some(Availability::Local);
+        store.find(&q)?.into_iter().map(|r| r.identity).collect()
+    } else {
+        runs.iter()
+            .map(|r| run_record(&store, r).map(|rec| rec.identity))
+            .collect::<Result<_, _>>()?
+    };
+    let bar = transfer_bar();
+    let report = store.push(&ids, remote, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    for (id, e) in &report.failed {
+        eprintln!(
+            "cairn: warning: {id} not pushed: {}",
+            e.to_string().replace('\n', " ")
+        );
+    }
+    if cli.json {
+        out(json!({
+            "pushed": report.pushed.len(),
+            "already": report.already.len(),
+            "bytes": report.bytes,
+            "failed": report.failed.len(),
+        }))?;
+    } else {
+        out(format!(
+            "{} pushed, {} already there, {} failed ({} bytes)",
+            report.pushed.len(),
+            report.already.len(),
+            report.failed.len(),
+            report.bytes
+        ))?;
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: 3,
+            message: format!("{} runs not pushed", report.failed.len()),
+        })
+    }
+}
+
+fn cmd_fetch(cli: &Cli, references: &[String], from: Option<&str>) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let ids: Vec<cairn::Identity> = references
+        .iter()
+        .map(|r| run_record(&store, r).map(|rec| rec.identity))
+        .collect::<Result<_, _>>()?;
+    let bar = transfer_bar();
+    let report = store.fetch_many(&ids, from, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+    for (id, e) in &report.failed {
+        eprintln!(
+            "cairn: warning: {id} not fetched: {}",
+            e.to_string().replace('\n', " ")
+        );
+    }
+    if cli.json {
+        out(json!({
+            "fetched": report.fetched.len(),
+            "bytes": report.bytes,
+            "failed": report.failed.len(),
+        }))?;
+    } else {
+        out(format!(
+            "{} local, {} failed ({} bytes fetched)",
+            report.fetched.len(),
+            report.failed.len(),
+            report.bytes
+        ))?;
+    }
+    match report.failed.first() {
+        None => Ok(()),
+        Some((_, e)) if report.failed.len() == 1 && ids.len() == 1 => Err(Failure {
+            code: 3,
+            message: e.to_string(),
+        }),
+        Some(_) => Err(Failure {
+            code: 3,
+            message: format!("{} runs not fetched", report.failed.len()),
+        }),
+    }
+}
+
+fn cmd_evict(cli: &Cli, reference: &str, force: bool) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let rec = run_record(&store, reference)?;
+    let opts = cairn::remote::EvictOptions::default().force(force);
+    let confirmed = store.evict(&rec.identity, &opts)?;
+    if cli.json {
+        out(json!({"identity": rec.identity.to_hex(), "confirmed_by": confirmed}))
+    } else {
+        match confirmed {
+            Some(r) => out(format!("{} evicted (copy confirmed on {r})", rec.identity)),
+            None => out(format!("{} evicted", rec.identity)),
+        }
+    }
+}
+
+fn cmd_whereis(cli: &Cli, reference: &str) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let rec = run_record(&store, reference)?;
+    let w = store
+        .whereis(&rec.identity)?
+        .ok_or_else(|| input_error(format!("no run matches {reference}")))?;
+    let when = |ms: Option<u64>| {
+        ms.map(|ms| {
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        })
+    };
+    if cli.json {
+        let copies: Vec<_> = w
+            .copies
+            .iter()
+            .map(|c| json!({"remote": c.remote, "verified_at": when(c.verified_at_ms)}))
+            .collect();
+        return out(json!({
+            "identity": w.identity.to_hex(),
+            "location": w.location,
+            "state": w.state.as_str(),
+            "copies": copies,
+        }));
+    }
+    out(format!("{}\t{}\t{}", w.identity, w.state, w.location))?;
+    for c in &w.copies {
+        out(format!(
+            "  {}\tverified {}",
+            c.remote,
+            when(c.verified_at_ms).unwrap_or_else(|| "never".into())
+        ))?;
+    }
+    Ok(())
+}
+
+fn cmd_remote_check(cli: &Cli, name: &str, verify: bool) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let report = if verify {
+        store.verify_remote(name)?
+    } else {
+        store.reindex_remote(name)?
+    };
+    for f in &report.findings {
+        if cli.json {
+            out(json!({"identity": f.identity.to_hex(), "problem": f.problem}))?;
+        } else {
+            out(format!("{}\t{}", f.identity, f.problem))?;
+        }
+    }
+    if cli.json {
+        out(json!({
+            "checked": report.checked,
+            "good": report.good,
+            "discovered": report.discovered.len(),
+            "findings": report.findings.len(),
+        }))?;
+    } else if verify {
+        out(format!(
+            "{} copies checked, {} whole, {} problems",
+            report.checked,
+            report.good,
+            report.findings.len()
+        ))?;
+    } else {
+        out(format!(
+            "{} runs listed, {} discovered",
+            report.checked,
+            report.discovered.len()
+        ))?;
+    }
+    if verify && !report.findings.is_empty() {
+        return Err(Failure {
+            code: FOUND_PROBLEMS,
+            message: format!("{} problems on remote {name}", report.findings.len()),
+        });
+    }
+    Ok(())
 }

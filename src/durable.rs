@@ -36,7 +36,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Creates `dir` and any missing ancestors, fsyncing each parent that gained an entry.
 pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
+    // The empty path is the parent of a relative one-component path: the current directory.
+    if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -44,9 +45,7 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     }
     match fs::create_dir(dir) {
         Ok(()) => {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
+            sync_dir(parent_dir(dir))?;
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
@@ -54,10 +53,18 @@ pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
     }
 }
 
+/// The directory holding `path` (`.` for a bare relative name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Replaces `path` atomically with `bytes`: a reader sees the old file or the new, never a mix,
 /// and after return the new content survives a crash.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
     let result = write_new(&tmp, bytes).and_then(|()| {
@@ -75,7 +82,8 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),
 /// `enospc` (the same as ENOSPC) or `abort` (kill the process on the spot, as a crash would).
-/// Without the feature this compiles to nothing.
+/// `action@N` fires only from the N-th time the point is reached (1-based) in this process, so a
+/// fault can hit in the middle of a batch. Without the feature this compiles to nothing.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) -> Result<()> {
     let Ok(spec) = std::env::var("CAIRN_FAILPOINTS") else {
@@ -87,6 +95,27 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
         };
         if point != name {
             continue;
+        }
+        let (action, from) = match action.split_once('@') {
+            Some((a, n)) => (a, n.parse::<u64>().unwrap_or(1)),
+            None => (action, 1),
+        };
+        static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+        let hit = {
+            let mut hits = HITS.lock().expect("failpoint lock");
+            match hits.iter_mut().find(|(p, _)| p == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    hits.push((name.to_owned(), 1));
+                    1
+                }
+            }
+        };
+        if hit < from {
+            return Ok(());
         }
         return match action {
             "abort" => std::process::abort(),

@@ -116,6 +116,75 @@ pub enum Error {
         /// How many runs it matches.
         matches: usize,
     },
+    /// Artifact configuration (environment, `.env` file) names something cairn does not know.
+    #[error("{origin}: {reason}")]
+    InvalidConfig {
+        /// Where the setting came from (a variable name or a file).
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No resource has this id.
+    #[error("no resource {id}")]
+    UnknownResource {
+        /// The id asked for.
+        id: uuid::Uuid,
+    },
+    /// A resource's bytes do not match its record (size or sha256).
+    #[error("resource {id} ({name:?}): {what} is {found}, the record says {expected}")]
+    ResourceMismatch {
+        /// The resource.
+        id: uuid::Uuid,
+        /// Its name.
+        name: String,
+        /// `"size"` or `"sha256"`.
+        what: &'static str,
+        /// The value in the record.
+        expected: String,
+        /// The value of the bytes found.
+        found: String,
+    },
+    /// An inline resource's bytes are missing from the index (it was deleted or rebuilt from
+    /// scratch; inline bytes have no other copy).
+    #[error("resource {id} ({name:?}): its inline bytes are gone from the index")]
+    InlineBytesGone {
+        /// The resource.
+        id: uuid::Uuid,
+        /// Its name.
+        name: String,
+    },
+    /// A remote operation failed, or a remote holds something other than it should.
+    #[error("remote {remote}: {key}: {reason}")]
+    Remote {
+        /// The remote's name.
+        remote: String,
+        /// The object key concerned (empty for the remote as a whole).
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No remote of this name is configured.
+    #[error("no remote named {name:?} (see `cairn remote ls`)")]
+    UnknownRemote {
+        /// The name asked for.
+        name: String,
+    },
+    /// A run's bytes are not here (evicted or remote) and fetching on demand is off.
+    #[error("run {identity} is {state}: its bytes are on a remote (cairn fetch)")]
+    NotLocal {
+        /// The run.
+        identity: crate::identity::Identity,
+        /// Its state.
+        state: &'static str,
+    },
+    /// evict refused: no remote was confirmed to hold a whole copy.
+    #[error("evict {identity} refused: {reason}")]
+    EvictRefused {
+        /// The run.
+        identity: crate::identity::Identity,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What is wrong with a value that cannot be canonicalized.

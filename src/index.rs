@@ -392,6 +392,16 @@ impl Index {
         &self.path
     }
 
+    /// A read snapshot, for tables defined outside this module (the resource tables).
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.db.begin_read().map_err(|e| redb_error(&self.path, e))
+    }
+
+    /// An [`Error::Index`] naming this index.
+    pub(crate) fn error(&self, e: impl Into<redb::Error>) -> Error {
+        redb_error(&self.path, e)
+    }
+
     /// `def` in a fresh read snapshot (the table keeps its transaction alive).
     fn read<K: redb::Key + 'static, V: redb::Value + 'static>(
         &self,
@@ -824,6 +834,8 @@ fn stale_location(
 }
 
 /// Empties the data tables, leaving each present (readers never meet a missing table).
+/// The resource tables (`crate::artifact::tables`) are deliberately not touched: inline bytes
+/// live only there and no rebuild could restore them (FORMAT.md §7.3).
 fn clear_tables(txn: &WriteTransaction, path: &Path) -> Result<()> {
     let e = |e: redb::TableError| redb_error(path, e);
     txn.delete_table(RUNS).map_err(e)?;

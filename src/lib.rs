@@ -10,6 +10,8 @@
 //! - [`Store`], [`Run`]: a root of run directories; [`Store::get_or_create`] materializes runs
 //!   crash-safely ([`store`] module).
 //! - [`walk`]: parallel discovery of run directories.
+//! - [`artifact`]: resources (files attached to runs), inline or in a sharded directory.
+//! - [`remote`]: copies on a directory mirror or S3; push, fetch, evict, whereis.
 //!
 //! # Example
 //! ```
@@ -32,6 +34,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod canonical;
 mod durable;
 pub mod error;
@@ -40,6 +43,7 @@ pub mod index;
 pub mod json;
 pub mod query;
 pub mod reindex;
+pub mod remote;
 pub mod repair;
 pub mod run;
 pub mod schemas;

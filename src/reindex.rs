@@ -50,6 +50,8 @@ pub struct ReindexReport {
     pub duplicates: Vec<Duplicate>,
     /// Directories or headers that could not be read, each naming the path; they were skipped.
     pub errors: Vec<Error>,
+    /// Resource records restored from beside their runs (FORMAT.md §7.2).
+    pub resources_restored: usize,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -131,6 +133,13 @@ pub(crate) fn reindex(
                     RunRecord::from_header(&h, found.location.clone())
                         .map_err(|e| {
                             e.in_file(&root.join(&found.location).join(crate::run::ID_FILE))
+                        })
+                        .map(|mut rec| {
+                            // An evicted run's husk (FORMAT.md §8.6).
+                            if crate::remote::is_husk(&root.join(&found.location)) {
+                                rec.state = Availability::Evicted;
+                            }
+                            rec
                         })
                         .map(|rec| Seen {
                             identity: rec.identity,
@@ -229,6 +238,15 @@ pub(crate) fn reindex(
         changed.push((rec.clone(), s.mtime_ns));
     }
 
+    // Resource records beside the runs read, for restoring those the index lacks.
+    let with_resources: Vec<(String, Identity, Vec<Identity>)> = kept
+        .iter()
+        .filter_map(|s| {
+            let rec = s.record.as_ref()?;
+            Some((s.location.clone(), s.identity, rec.aliases.clone()))
+        })
+        .collect();
+
     let mut dirs: Vec<(String, u64, String)> = walk
         .dirs
         .iter()
@@ -273,6 +291,9 @@ pub(crate) fn reindex(
         all.sort_unstable_by_key(|(rec, _)| rec.identity);
         index.write(|txn| index.replace_all(txn, &all, &dirs))?;
     }
+    let (restored, errors) = crate::artifact::restore(root, index, &with_resources)?;
+    report.resources_restored = restored;
+    report.errors.extend(errors);
     report.elapsed = start.elapsed();
     Ok(report)
 }

@@ -39,6 +39,8 @@ pub struct StoreBuilder {
     root: PathBuf,
     created_by: Option<String>,
     index_timeout: Duration,
+    pub(crate) artifacts: crate::artifact::config::ArtifactOptions,
+    pub(crate) remotes: crate::remote::RemoteOptions,
 }
 
 impl StoreBuilder {
@@ -66,11 +68,14 @@ impl StoreBuilder {
         durable::create_dir_all(&staging)?;
         durable::create_dir_all(&meta.join(INBOX_DIR))?;
         sweep_staging(&staging, STAGING_MAX_AGE);
+        let artifacts = self.artifacts.resolve(&root)?;
         let store = Store {
+            artifacts,
             root,
             created_by: self.created_by.unwrap_or_else(default_creator),
             index: LazyIndex::open(meta.join(INDEX_FILE), self.index_timeout),
             inbox_seen_empty: std::sync::Mutex::new(None),
+            remotes: self.remotes,
         };
         // Waits for the index at most the timeout; a store whose index another process keeps
         // busy still opens, and materializes runs into the inbox until the index is free.
@@ -98,6 +103,10 @@ pub struct Store {
     /// The inbox's mtime when it was last found empty: while it stays so, the inbox is not
     /// listed again (a stat instead of a directory listing on every index access).
     inbox_seen_empty: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// Artifact backend and filesystem root (FORMAT.md §7.1).
+    pub(crate) artifacts: crate::artifact::config::ArtifactConfig,
+    /// Remotes given to the builder, on-demand fetching, remotes opened so far (FORMAT.md §8).
+    pub(crate) remotes: crate::remote::RemoteOptions,
 }
 
 impl Store {
@@ -112,6 +121,8 @@ impl Store {
             root: root.as_ref().to_path_buf(),
             created_by: None,
             index_timeout: DEFAULT_INDEX_TIMEOUT,
+            artifacts: Default::default(),
+            remotes: Default::default(),
         }
     }
 
@@ -139,7 +150,7 @@ impl Store {
     }
 
     /// The index, or [`Error::IndexBusy`] if another process keeps it busy past the timeout.
-    fn index(&self) -> Result<&Index> {
+    pub(crate) fn index(&self) -> Result<&Index> {
         self.try_index()?.ok_or_else(|| Error::IndexBusy {
             path: self.index.path().to_path_buf(),
             waited: self.index_timeout(),

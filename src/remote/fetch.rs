@@ -1,0 +1,341 @@
+//! `fetch`: brings an evicted or remote-only run back from a remote, verifying every byte, and
+//! marks it local (FORMAT.md §8.8). The run directory is rebuilt under `.cairn/tmp/` and renamed
+//! into place; artifact files are staged in the artifact root and renamed into their shards.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::manifest::Manifest;
+use super::{
+    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, file_key, read_manifest,
+    remote_error,
+};
+use crate::artifact::record::ResourceRecord;
+use crate::artifact::{Backend, sidecar, tables};
+use crate::durable::{self, failpoint};
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::index::{Availability, RunRecord};
+use crate::store::{META_DIR, Store};
+
+/// What a fetch of several runs did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct FetchReport {
+    /// Runs made local.
+    pub fetched: Vec<Identity>,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Runs that could not be fetched, with the reason; the others went on.
+    pub failed: Vec<(Identity, Error)>,
+}
+
+/// A run downloaded and swapped in, not yet recorded in the index.
+struct Fetched {
+    rec: RunRecord,
+    resources: Vec<ResourceRecord>,
+    remote: String,
+    bytes: u64,
+}
+
+impl Store {
+    /// Makes run `identity` local from remote `from` (default: the remotes the index records,
+    /// most recently verified first). Every file and artifact is checked against the manifest's
+    /// size and sha256 before anything replaces the husk. Returns the bytes downloaded (0 when
+    /// the run was already local).
+    pub fn fetch(
+        &self,
+        identity: &Identity,
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        match self.fetch_unrecorded(identity, from, progress)? {
+            None => Ok(0),
+            Some(f) => {
+                self.record_fetched(std::slice::from_ref(&f))?;
+                Ok(f.bytes)
+            }
+        }
+    }
+
+    /// Fetches `runs` as [`Store::fetch`] does, several at once, and records them in the index
+    /// in one transaction. A run that fails is reported and the others go on.
+    pub fn fetch_many(
+        &self,
+        runs: &[Identity],
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<FetchReport> {
+        use rayon::prelude::*;
+        let results: Vec<(Identity, Result<Option<Fetched>>)> = runs
+            .par_iter()
+            .map(|id| (*id, self.fetch_unrecorded(id, from, progress)))
+            .collect();
+        let mut report = FetchReport::default();
+        let mut done = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(Some(f)) => {
+                    report.bytes += f.bytes;
+                    report.fetched.push(id);
+                    done.push(f);
+                }
+                Ok(None) => report.fetched.push(id),
+                Err(e) => report.failed.push((id, e)),
+            }
+        }
+        self.record_fetched(&done)?;
+        Ok(report)
+    }
+
+    /// Marks fetched runs local, with their new resource records, in one transaction; then
+    /// records the copies they came from as verified now.
+    fn record_fetched(&self, done: &[Fetched]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let index = self.index()?;
+        index.write(|txn| {
+            for f in done {
+                index.put(txn, &f.rec, 0)?;
+                f.resources
+                    .iter()
+                    .try_for_each(|r| tables::put(index, txn, r))?;
+            }
+            Ok(())
+        })?;
+        let mut by_remote: std::collections::BTreeMap<&str, Vec<Identity>> = Default::default();
+        for f in done {
+            by_remote.entry(&f.remote).or_default().push(f.rec.identity);
+        }
+        let now = copies::now_ms();
+        by_remote
+            .into_iter()
+            .try_for_each(|(name, ids)| copies::record(index, name, &ids, now))
+    }
+
+    /// Downloads and swaps in run `identity`; `None` when it is already local.
+    fn fetch_unrecorded(
+        &self,
+        identity: &Identity,
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<Option<Fetched>> {
+        let index = self.index()?;
+        let rec = index
+            .get(identity)?
+            .ok_or_else(|| Error::InvalidReference {
+                given: identity.to_hex(),
+                reason: "no such run in the index",
+            })?;
+        if rec.state == Availability::Local {
+            return Ok(None);
+        }
+        let names: Vec<String> = match from {
+            Some(n) => vec![n.to_owned()],
+            None => {
+                let mut c = copies::of_run(index, identity)?;
+                c.sort_by_key(|c| std::cmp::Reverse(c.verified_at_ms));
+                c.into_iter().map(|c| c.remote).collect()
+            }
+        };
+        let mut last = None;
+        for name in names {
+            let remote = match self.remote(&name) {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let m = match read_manifest(remote.as_ref(), identity) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    last = Some(remote_error(
+                        &name,
+                        &super::manifest_key(identity),
+                        "no committed copy",
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match self.fetch_from(remote.as_ref(), &m, &rec.location, progress) {
+                Ok((bytes, resources)) => {
+                    let mut rec = rec.clone();
+                    rec.state = Availability::Local;
+                    return Ok(Some(Fetched {
+                        rec,
+                        resources,
+                        remote: name,
+                        bytes,
+                    }));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(Error::NotLocal {
+            identity: *identity,
+            state: rec.state.as_str(),
+        }))
+    }
+
+    /// Downloads a copy and swaps it in; returns the bytes moved and the resource records the
+    /// index lacks (a remote-only run's), rewritten to the local filesystem backend.
+    fn fetch_from(
+        &self,
+        remote: &dyn Remote,
+        m: &Manifest,
+        location: &str,
+        progress: Progress<'_>,
+    ) -> Result<(u64, Vec<ResourceRecord>)> {
+        let tmp = self.root().join(META_DIR).join("tmp");
+        let staging = tmp.join(format!("{}.{}", m.identity, uuid::Uuid::new_v4().simple()));
+        let result = self.stage_copy(remote, m, &staging, progress);
+        let (bytes, new_records) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        let dest = self.root().join(location);
+        let parent = dest.parent().expect("a run has a parent directory");
+        durable::create_dir_all(parent)?;
+        let husk = tmp.join(format!(
+            "{}.husk.{}",
+            m.identity,
+            uuid::Uuid::new_v4().simple()
+        ));
+        match fs::symlink_metadata(&dest) {
+            Ok(_) if !dest.join(EVICTED_MARKER).is_file() => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(Error::UnsafePath {
+                    path: dest,
+                    reason: "a run directory that is not an evicted husk is in the way".into(),
+                });
+            }
+            Ok(_) => fs::rename(&dest, &husk).map_err(|e| Error::io("rename", &dest, e))?,
+            Err(_) => {}
+        }
+        failpoint("remote.fetch_between_renames")?;
+        fs::rename(&staging, &dest).map_err(|e| Error::io("rename", &staging, e))?;
+        durable::sync_dir(parent)?;
+        let _ = fs::remove_dir_all(&husk);
+        Ok((bytes, new_records))
+    }
+
+    fn stage_copy(
+        &self,
+        remote: &dyn Remote,
+        m: &Manifest,
+        staging: &Path,
+        progress: Progress<'_>,
+    ) -> Result<(u64, Vec<ResourceRecord>)> {
+        let mut bytes = 0u64;
+        let mut dirs = BTreeSet::new();
+        durable::create_dir_all(staging)?;
+        for f in &m.files {
+            let dest = staging.join(&f.path);
+            let dir = dest.parent().expect("inside staging").to_path_buf();
+            durable::create_dir_all(&dir)?;
+            download(
+                remote,
+                &file_key(&m.location, &f.path),
+                &dest,
+                f.size,
+                &f.sha256,
+                progress,
+            )?;
+            bytes += f.size;
+            dirs.insert(dir);
+        }
+        let index = self.index()?;
+        let mut new_records = Vec::new();
+        for a in &m.artifacts {
+            let key = artifact_key(&a.sha256);
+            let known = tables::get(index, a.id)?;
+            let target = match &known {
+                Some(r) if r.backend == Backend::Filesystem => {
+                    crate::artifact::fs::path_of_uri(&r.uri, &self.artifact_fs_root())?
+                }
+                Some(_) => continue, // inline: the bytes never left the index
+                None => {
+                    let root = self.artifacts.write_root()?;
+                    crate::artifact::fs::file_path(root, uuid::Uuid::new_v4())
+                }
+            };
+            if fs::metadata(&target).is_ok_and(|md| md.len() == a.size) && known.is_some() {
+                continue;
+            }
+            let root = target
+                .parent()
+                .and_then(Path::parent)
+                .expect("<root>/<aa>/<uuid>");
+            let stage_dir = root.join(crate::artifact::fs::STAGING_DIR);
+            durable::create_dir_all(&stage_dir)?;
+            let staged = stage_dir.join(uuid::Uuid::new_v4().to_string());
+            if let Err(e) = download(remote, &key, &staged, a.size, &a.sha256, progress) {
+                let _ = fs::remove_file(&staged);
+                return Err(e);
+            }
+            bytes += a.size;
+            let shard = target.parent().expect("a shard");
+            durable::create_dir_all(shard)?;
+            fs::rename(&staged, &target).map_err(|e| Error::io("rename", &staged, e))?;
+            durable::sync_dir(shard)?;
+            if known.is_none() {
+                // A remote-only run: its record (fetched beside the run) now points here.
+                let file = sidecar::path(staging, a.id);
+                let bytes = fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
+                let mut rec = ResourceRecord::decode(&bytes, &file)?;
+                rec.backend = Backend::Filesystem;
+                rec.uri = crate::artifact::fs::uri_of(&target)?;
+                sidecar::write(staging, &rec)?;
+                new_records.push(rec);
+            }
+        }
+        for dir in dirs {
+            durable::sync_dir(&dir)?;
+        }
+        Ok((bytes, new_records))
+    }
+}
+
+/// Downloads `key` to the new file `dest`, checks size and sha256, fsyncs it.
+fn download(
+    remote: &dyn Remote,
+    key: &str,
+    dest: &PathBuf,
+    size: u64,
+    sha256: &str,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| Error::io("create", dest, e))?;
+    let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, f));
+    let got = remote
+        .get(key, &mut w, progress)?
+        .ok_or_else(|| remote_error(remote.name(), key, "missing"))?;
+    let (buf, sha) = w.finish();
+    let f = buf
+        .into_inner()
+        .map_err(|e| Error::io("write", dest, e.into_error()))?;
+    if got != size || sha != sha256 {
+        return Err(remote_error(
+            remote.name(),
+            key,
+            format!(
+                "holds {got} bytes with sha256 {sha}; the manifest says {size} bytes, {sha256}"
+            ),
+        ));
+    }
+    durable::sync_file(&f, dest)
+}

@@ -1,0 +1,502 @@
+//! One suite run against both remotes: a `dir` remote in a temporary directory and an `s3`
+//! remote on a real SeaweedFS server on 127.0.0.1 (tests/support/seaweed.rs).
+
+#[path = "support/seaweed.rs"]
+mod seaweed;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn::remote::{EvictOptions, RemoteSpec, S3Spec};
+use cairn::{Error, Identity, Model, Store};
+
+/// Which remote a case runs against.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Dir,
+    S3,
+}
+
+/// A fresh remote spec (an empty directory, or a fresh prefix in the bucket); `None` when the
+/// S3 server is unavailable (reported loudly by the harness).
+fn spec(kind: Kind, tmp: &Path) -> Option<RemoteSpec> {
+    match kind {
+        Kind::Dir => Some(RemoteSpec::Dir {
+            path: tmp.join("mirror"),
+        }),
+        Kind::S3 => {
+            let server = seaweed::server()?;
+            let spec = S3Spec::new(seaweed::BUCKET)
+                .prefix(format!("t-{}", uuid::Uuid::new_v4().simple()))
+                .endpoint(&server.endpoint)
+                .region("us-east-1")
+                .credentials(seaweed::ACCESS_KEY, seaweed::SECRET_KEY);
+            Some(RemoteSpec::S3(spec))
+        }
+    }
+}
+
+/// A store with remote `r` (waiting for a starting server to accept the bucket).
+fn store(root: &Path, spec: &RemoteSpec) -> Store {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let store = Store::builder(root)
+            .remote("r", spec.clone())
+            .ignore_artifact_env()
+            .artifact_backend(cairn::artifact::Backend::Filesystem)
+            .artifact_fs_root(root.join("artifacts"))
+            .open()
+            .unwrap();
+        match store.remote("r") {
+            Ok(_) => return store,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for the remote: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("remote never answered: {e}"),
+        }
+    }
+}
+
+/// A run with a data file in a subdirectory, a filesystem artifact and an inline one.
+fn populated(store: &Store, big: usize) -> (Identity, Vec<u8>, uuid::Uuid, uuid::Uuid) {
+    let model = Model::new("train")
+        .with_config(&serde_json::json!({"lr": 0.1, "n": big}))
+        .unwrap();
+    let run = store.get_or_create(&model).unwrap();
+    std::fs::create_dir_all(run.data_dir().join("sub")).unwrap();
+    std::fs::write(
+        run.data_dir().join("sub/metrics.csv"),
+        b"step,loss\n1,0.5\n",
+    )
+    .unwrap();
+    let bytes: Vec<u8> = (0..big).map(|i| (i * 31 % 251) as u8).collect();
+    let mut w = store.resource_writer(&run, "checkpoint").unwrap();
+    std::io::Write::write_all(&mut w, &bytes).unwrap();
+    let fs_rec = w.commit().unwrap();
+    let inline = Store::builder(store.root())
+        .ignore_artifact_env()
+        .open()
+        .unwrap()
+        .create_resource(&run, "note", b"inline bytes")
+        .unwrap();
+    (run.identity(), bytes, fs_rec.id, inline.id)
+}
+
+fn state(store: &Store, id: &Identity) -> String {
+    store.whereis(id).unwrap().unwrap().state.to_string()
+}
+
+macro_rules! both {
+    ($case:ident) => {
+        mod $case {
+            #[test]
+            fn dir() {
+                super::$case(super::Kind::Dir);
+            }
+            #[test]
+            fn s3() {
+                super::$case(super::Kind::S3);
+            }
+        }
+    };
+}
+
+both!(push_evict_fetch_keeps_bytes_and_identity);
+fn push_evict_fetch_keeps_bytes_and_identity(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let store = store(&tmp.path().join("store"), &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 3 << 20);
+    let run = store.get(&id).unwrap().unwrap();
+    let dir = run.path().to_path_buf();
+    let id_json = std::fs::read(dir.join("id.json")).unwrap();
+
+    let report = store.push(&[id], "r", &|_| {}).unwrap();
+    assert_eq!(report.pushed, vec![id]);
+    assert!(report.failed.is_empty());
+    let w = store.whereis(&id).unwrap().unwrap();
+    assert_eq!(w.copies.len(), 1);
+    assert!(w.copies[0].verified_at_ms.is_some());
+    // A second push finds the committed copy and uploads nothing.
+    let again = store.push(&[id], "r", &|_| {}).unwrap();
+    assert_eq!((again.already, again.bytes), (vec![id], 0));
+
+    assert_eq!(
+        store
+            .evict(&id, &EvictOptions::default())
+            .unwrap()
+            .as_deref(),
+        Some("r")
+    );
+    assert_eq!(state(&store, &id), "evicted");
+    let mut husk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    husk.sort();
+    assert_eq!(
+        husk,
+        [
+            ".cairn-evicted",
+            ".cairn-resources",
+            "id.json",
+            "model.json"
+        ]
+    );
+    let fs_file = store.get_resource(fs_id).unwrap().unwrap().uri;
+    assert!(!Path::new(&fs_file["file://".len()..]).exists());
+    // A full reindex keeps the husk evicted.
+    store.reindex(false, &|_| {}).unwrap();
+    assert_eq!(state(&store, &id), "evicted");
+
+    let fetched = store.fetch(&id, None, &|_| {}).unwrap();
+    assert!(fetched >= bytes.len() as u64);
+    assert_eq!(state(&store, &id), "local");
+    let run = store.get(&id).unwrap().unwrap();
+    assert_eq!(run.identity(), id);
+    assert_eq!(std::fs::read(dir.join("id.json")).unwrap(), id_json);
+    assert_eq!(
+        std::fs::read(dir.join("sub/metrics.csv")).unwrap(),
+        b"step,loss\n1,0.5\n"
+    );
+    assert!(!dir.join(".cairn-evicted").exists());
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    assert!(store.verify_remote("r").unwrap().findings.is_empty());
+}
+
+both!(evict_without_a_remote_copy_is_refused);
+fn evict_without_a_remote_copy_is_refused(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let store = store(&tmp.path().join("store"), &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 1000);
+    let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::EvictRefused { .. }), "{err}");
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    // A file written after the push is not in the copy: refused again.
+    store.push(&[id], "r", &|_| {}).unwrap();
+    let run = store.get(&id).unwrap().unwrap();
+    std::fs::write(run.data_dir().join("late.txt"), b"new").unwrap();
+    let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("late.txt"), "{err}");
+    assert!(run.data_dir().join("late.txt").exists());
+    // --force overrides.
+    store
+        .evict(&id, &EvictOptions::default().force(true))
+        .unwrap();
+    assert_eq!(state(&store, &id), "evicted");
+}
+
+both!(a_lost_object_is_caught_by_verify_and_evict_then_refuses);
+fn a_lost_object_is_caught_by_verify_and_evict_then_refuses(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let store = store(&tmp.path().join("store"), &spec);
+    let (id, _, fs_id, _) = populated(&store, 5000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    let sha = store.get_resource(fs_id).unwrap().unwrap().content_hash;
+    let remote = store.remote("r").unwrap();
+    let key = format!(".cairn-remote/artifacts/{}/{sha}", &sha[..2]);
+    assert_eq!(remote.size(&key).unwrap(), Some(5000));
+    remote.delete(&key).unwrap();
+
+    let report = store.verify_remote("r").unwrap();
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(
+        report.findings[0].problem.contains(&sha),
+        "{:?}",
+        report.findings
+    );
+    assert!(store.whereis(&id).unwrap().unwrap().copies.is_empty());
+    let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::EvictRefused { .. }), "{err}");
+    assert_eq!(state(&store, &id), "local");
+}
+
+both!(reading_an_evicted_runs_artifact_fetches_it);
+fn reading_an_evicted_runs_artifact_fetches_it(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 200_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+
+    let off = Store::builder(&root)
+        .remote("r", spec.clone())
+        .fetch_on_demand(false)
+        .ignore_artifact_env()
+        .artifact_fs_root(root.join("artifacts"))
+        .open()
+        .unwrap();
+    let err = off.read_resource_data(fs_id).unwrap_err();
+    assert!(matches!(err, Error::NotLocal { .. }), "{err}");
+    assert_eq!(state(&store, &id), "evicted");
+
+    let mut part = vec![0u8; 100];
+    let reader = store.open_resource(fs_id).unwrap();
+    reader.read_at(1000, &mut part).unwrap();
+    assert_eq!(part, bytes[1000..1100]);
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+}
+
+both!(a_remote_only_run_is_discovered_and_fetched);
+fn a_remote_only_run_is_discovered_and_fetched(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let first = store(&tmp.path().join("a"), &spec);
+    let (id, bytes, fs_id, inline_id) = populated(&first, 70_000);
+    first.push(&[id], "r", &|_| {}).unwrap();
+
+    let second = store(&tmp.path().join("b"), &spec);
+    assert!(second.whereis(&id).unwrap().is_none());
+    let report = second.reindex_remote("r").unwrap();
+    assert_eq!(report.discovered, vec![id]);
+    assert_eq!(state(&second, &id), "remote");
+    second.fetch(&id, Some("r"), &|_| {}).unwrap();
+    assert_eq!(state(&second, &id), "local");
+    assert_eq!(&second.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    assert_eq!(
+        &second.read_resource_data(inline_id).unwrap()[..],
+        b"inline bytes"
+    );
+    // The records survive an index rebuild of the second store.
+    std::fs::remove_file(second.index_path()).unwrap();
+    drop(second);
+    let reopened = store(&tmp.path().join("b"), &spec);
+    assert_eq!(&reopened.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+}
+
+#[cfg(feature = "failpoints")]
+both!(a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes);
+#[cfg(feature = "failpoints")]
+fn a_push_killed_mid_upload_leaves_no_complete_copy_and_a_retry_completes(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    // Over the multipart threshold: the S3 upload is a multipart one, killed at its 30th MiB
+    // (after the first 16 MiB part went up).
+    let (id, bytes, fs_id, _) = populated(&store, 40 << 20);
+    // The child process reads the remote from the configuration file, credentials from the
+    // environment.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    let (name, spec_for_child) = ("c", spec.clone());
+    store.add_remote(name, spec_for_child).unwrap();
+    cmd.args(["--root", root.to_str().unwrap(), "push", name, &id.to_hex()])
+        .env("CAIRN_FAILPOINTS", "remote.upload_chunk=abort@30")
+        .env("CAIRN_ARTIFACT_BACKEND", "filesystem")
+        .env("CAIRN_ARTIFACT_FS_ROOT", root.join("artifacts"))
+        .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1");
+    let status = cmd.status().unwrap();
+    assert!(
+        !status.success() && status.code().is_none(),
+        "not killed: {status}"
+    );
+
+    // In this process the same bucket and prefix are remote "r" (credentials from the builder).
+    let remote = store.remote("r").unwrap();
+    let manifest = format!(".cairn-remote/manifests/{id}.json");
+    assert_eq!(remote.size(&manifest).unwrap(), None);
+    let sha = store.get_resource(fs_id).unwrap().unwrap().content_hash;
+    let key = format!(".cairn-remote/artifacts/{}/{sha}", &sha[..2]);
+    assert_eq!(
+        remote.size(&key).unwrap(),
+        None,
+        "a half upload looks complete"
+    );
+    assert!(store.whereis(&id).unwrap().unwrap().copies.is_empty());
+    assert!(store.reindex_remote("r").unwrap().discovered.is_empty());
+    let err = store.evict(&id, &EvictOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::EvictRefused { .. }), "{err}");
+
+    let report = store.push(&[id], "r", &|_| {}).unwrap();
+    assert_eq!(report.pushed, vec![id], "{:?}", report.failed);
+    assert_eq!(remote.size(&key).unwrap(), Some(bytes.len() as u64));
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+}
+
+#[test]
+fn an_unknown_remote_is_named_in_the_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let err = store.push(&[], "nowhere", &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+}
+
+#[test]
+fn the_s3_server_honors_conditional_writes_so_the_probe_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(Kind::S3, tmp.path()) else {
+        return;
+    };
+    let store = store(tmp.path(), &spec);
+    let r = store.remote("r").unwrap();
+    assert_eq!(r.put_new("k", b"1").unwrap(), cairn::remote::Put::Created);
+    assert_eq!(r.put_new("k", b"2").unwrap(), cairn::remote::Put::Exists);
+    let mut out = Vec::new();
+    r.get("k", &mut out, &|_| {}).unwrap();
+    assert_eq!(out, b"1");
+    assert_eq!(r.get_range("k", 0..1).unwrap(), b"1");
+}
+
+both!(a_damaged_copy_is_never_fetched_over_the_husk);
+fn a_damaged_copy_is_never_fetched_over_the_husk(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let store = store(&tmp.path().join("store"), &spec);
+    let (id, _, fs_id, _) = populated(&store, 4096);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    // Replace the artifact's bytes on the remote with others of the same size.
+    let sha = store.get_resource(fs_id).unwrap().unwrap().content_hash;
+    let remote = store.remote("r").unwrap();
+    let key = format!(".cairn-remote/artifacts/{}/{sha}", &sha[..2]);
+    remote.delete(&key).unwrap();
+    let mut other: &[u8] = &[0u8; 4096];
+    remote.put_stream(&key, &mut other, 4096, &|_| {}).unwrap();
+
+    let err = store.fetch(&id, None, &|_| {}).unwrap_err();
+    assert!(err.to_string().contains(&sha), "{err}");
+    assert_eq!(state(&store, &id), "evicted");
+    let dir = store
+        .root()
+        .join(store.whereis(&id).unwrap().unwrap().location);
+    assert!(dir.join(".cairn-evicted").is_file() && dir.join("id.json").is_file());
+    assert!(!dir.join("sub").exists());
+    let staging = store.root().join(".cairn/tmp");
+    assert_eq!(
+        std::fs::read_dir(staging).unwrap().count(),
+        0,
+        "staging left behind"
+    );
+}
+
+#[cfg(feature = "failpoints")]
+both!(a_fetch_killed_between_its_renames_is_completed_by_the_next);
+#[cfg(feature = "failpoints")]
+fn a_fetch_killed_between_its_renames_is_completed_by_the_next(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 10_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    store.add_remote("c", spec.clone()).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--root",
+            root.to_str().unwrap(),
+            "fetch",
+            &id.to_hex(),
+            "--from",
+            "c",
+        ])
+        .env("CAIRN_FAILPOINTS", "remote.fetch_between_renames=abort")
+        .env("CAIRN_ARTIFACT_BACKEND", "filesystem")
+        .env("CAIRN_ARTIFACT_FS_ROOT", root.join("artifacts"))
+        .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .status()
+        .unwrap();
+    assert!(status.code().is_none(), "not killed: {status}");
+    assert_eq!(state(&store, &id), "evicted");
+    // A reindex keeps the entry (its bytes are elsewhere), and the next fetch completes.
+    store.reindex(false, &|_| {}).unwrap();
+    assert_eq!(state(&store, &id), "evicted");
+    store.fetch(&id, Some("r"), &|_| {}).unwrap();
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    assert_eq!(store.get(&id).unwrap().unwrap().identity(), id);
+}
+
+#[test]
+fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let mirror = tmp.path().join("mirror");
+    let cairn = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+        (out.status.code(), text)
+    };
+    let store = Store::open(&root).unwrap();
+    let run = store
+        .get_or_create(
+            &Model::new("m")
+                .with_config(&serde_json::json!({"a": 1}))
+                .unwrap(),
+        )
+        .unwrap();
+    std::fs::write(run.data_dir().join("out.txt"), b"result").unwrap();
+    let hex = run.identity().to_hex();
+
+    assert_eq!(
+        cairn(&["remote", "add", "d", "--dir", mirror.to_str().unwrap()]).0,
+        Some(0)
+    );
+    let (code, text) = cairn(&["remote", "add", "d", "--dir", "/elsewhere"]);
+    assert_eq!(code, Some(2), "{text}");
+    let (code, text) = cairn(&["remote", "add", "rel", "--dir", "relative/path"]);
+    assert!(code == Some(2) && text.contains("not absolute"), "{text}");
+    let (_, text) = cairn(&["--json", "remote", "ls"]);
+    assert!(
+        text.contains("\"name\":\"d\"") && text.contains("\"type\":\"dir\""),
+        "{text}"
+    );
+    let config = std::fs::read_to_string(root.join(".cairn/remotes.json")).unwrap();
+    assert!(config.contains("\"format\": 1"), "{config}");
+
+    let (code, text) = cairn(&["evict", &hex[..8]]);
+    assert!(code == Some(2) && text.contains("refused"), "{text}");
+    let (code, text) = cairn(&["push", "d", "--all"]);
+    assert!(code == Some(0) && text.contains("1 pushed"), "{text}");
+    let (_, text) = cairn(&["--json", "whereis", &hex[..8]]);
+    assert!(
+        text.contains("\"state\":\"local\"") && text.contains("\"remote\":\"d\""),
+        "{text}"
+    );
+    assert_eq!(cairn(&["evict", &hex[..8]]).0, Some(0));
+    assert!(!run.data_dir().join("out.txt").exists());
+    let (code, text) = cairn(&["verify", "--remote", "d"]);
+    assert!(code == Some(0) && text.contains("1 whole"), "{text}");
+    assert_eq!(cairn(&["fetch", &hex[..8]]).0, Some(0));
+    assert_eq!(
+        std::fs::read(run.data_dir().join("out.txt")).unwrap(),
+        b"result"
+    );
+    assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(0));
+    let (_, text) = cairn(&["whereis", &hex[..8]]);
+    assert!(!text.contains("verified"), "{text}");
+    assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(2));
+}
