@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod canonical;
+mod cbor;
 mod durable;
 pub mod error;
 pub mod identity;
