@@ -268,8 +268,48 @@ pub(crate) fn find_path<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Canonical values of every kind, nested a few levels.
+    pub(crate) fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| Value::Integer(i.into())),
+            any::<u64>().prop_map(|i| Value::Integer(-1 - i128::from(i))),
+            any::<f64>().prop_filter_map("finite", |f| crate::canonical::reduce_float(f).ok()),
+            (-4i32..4).prop_map(|e| crate::canonical::reduce_float(1.5 * 10f64.powi(e)).unwrap()),
+            "[a-c]{0,3}".prop_map(Value::Text),
+            proptest::collection::vec(any::<u8>(), 0..4).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-c]{0,2}", inner, 0..4).prop_map(|m| {
+                    Value::Map(Map::from_entries(m.into_iter().collect()).expect("unique keys"))
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The direct decoder agrees with the reference (ciborium, canonicalize, re-encode and
+        /// compare) on canonical encodings and on every truncation and one-byte change of them.
+        #[test]
+        fn decoder_agrees_with_the_reference(v in value(), at in any::<usize>(), byte in any::<u8>()) {
+            let bytes = v.to_cbor();
+            prop_assert_eq!(decode(&bytes, "t").unwrap(), v);
+            let at = at % bytes.len();
+            let mut changed = bytes.clone();
+            changed[at] = byte;
+            for input in [&bytes[..at], &changed[..]] {
+                let reference = Value::from_canonical_cbor(input, "t").ok();
+                prop_assert_eq!(decode(input, "t").ok(), reference, "input {:02x?}", input);
+            }
+        }
+    }
 
     fn canon(json: &str) -> Value {
         Value::from_json_slice(json.as_bytes(), "t").unwrap()

@@ -1000,6 +1000,41 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_snapshot_sees_every_commit_of_other_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let (index, _) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        let rec = RunRecord {
+            identity: Identity::from_bytes([3; 32]),
+            location: "m/03/x".into(),
+            module: "m".into(),
+            state: Availability::Local,
+            created_at: "2026-11-22T08:00:00Z".into(),
+            config: Value::Map(Map::new()),
+            predicate: Value::Map(Map::new()),
+            aliases: Vec::new(),
+        };
+        // A settled file: the miss below comes from a kept snapshot.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(index.get(&rec.identity).unwrap(), None);
+        assert!(index.lookups.lock().unwrap().is_some(), "snapshot not kept");
+        // A commit that bypasses `write` (as another process's would) is still seen.
+        let txn = index.db.begin_write().unwrap();
+        txn.open_table(RUNS)
+            .unwrap()
+            .insert(rec.identity.as_bytes(), rec.encode().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(index.get(&rec.identity).unwrap(), Some(rec));
+    }
+
+    #[test]
     fn a_corrupt_file_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");

@@ -318,6 +318,38 @@ impl Query {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Evaluating a query on the encoded record agrees with evaluating it on the decoded one.
+        #[test]
+        fn encoded_evaluation_agrees_with_decoded(
+            config in crate::cbor::tests::value(),
+            w in crate::cbor::tests::value(),
+            ws in proptest::collection::vec(crate::cbor::tests::value(), 0..3),
+            kind in 0u8..7,
+            path in prop_oneof![
+                Just("config"), Just("config.a"), Just("config.b"), Just("config.a.b"),
+                Just("predicate.split"), Just("module"), Just("state"), Just("location"),
+            ],
+            module in prop_oneof![Just(None), Just(Some("train")), Just(Some("eval"))],
+        ) {
+            let mut r = rec("{}");
+            r.config = config;
+            let condition = match kind {
+                0 => Condition::Eq(w),
+                1 => Condition::Lt(w),
+                2 => Condition::Le(w),
+                3 => Condition::Gt(w),
+                4 => Condition::Ge(w),
+                5 => Condition::In(ws),
+                _ => Condition::Exists,
+            };
+            let mut q = Query::new().filter(Filter::new(path, condition).unwrap());
+            q.module = module.map(str::to_owned);
+            prop_assert_eq!(EncodedQuery::new(&q).matches(&r.encode()), q.matches(&r));
+        }
+    }
 
     fn rec(config: &str) -> RunRecord {
         RunRecord {
