@@ -790,15 +790,17 @@ impl Index {
         dirs: &[(String, u64, String)],
     ) -> Result<()> {
         let p = &self.path;
+        use rayon::prelude::*;
         clear_tables(txn, p)?;
         {
+            let encoded: Vec<Vec<u8>> = records.par_iter().map(|(r, _)| r.encode()).collect();
             let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
             let mut cursor = runs
                 .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
                 .map_err(|e| redb_error(p, e))?;
-            for (rec, _) in records {
+            for ((rec, _), bytes) in records.iter().zip(&encoded) {
                 cursor
-                    .insert_before(rec.identity.as_bytes(), rec.encode().as_slice())
+                    .insert_before(rec.identity.as_bytes(), bytes.as_slice())
                     .map_err(|e| redb_error(p, e))?;
             }
             cursor.close().map_err(|e| redb_error(p, e))?;
