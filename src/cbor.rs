@@ -88,7 +88,6 @@ impl<'a> Reader<'a> {
 
     /// Decodes one item at nesting `depth` (the outermost container is at depth 0).
     fn value(&mut self, depth: usize) -> Step<Value> {
-        let start = self.pos;
         let h = self.head()?;
         Ok(match h.major {
             0 => Value::Integer(i128::from(h.arg)),
@@ -156,8 +155,7 @@ impl<'a> Reader<'a> {
                     };
                     let v = crate::canonical::reduce_float(f)?;
                     // Integral floats and wider-than-needed widths have another encoding.
-                    if !matches!(v, Value::Float(_)) || v.to_cbor() != self.bytes[start..self.pos]
-                    {
+                    if !matches!(v, Value::Float(_)) || shortest_float_info(f) != h.info {
                         return Err(CanonicalErrorKind::NotCanonical);
                     }
                     v
@@ -177,13 +175,15 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         // Items still to skip at each open level; one level at a time keeps this iterative.
         let mut pending: u64 = 1;
-        let mut stack: Vec<u64> = Vec::new();
+        let mut stack = [0u64; MAX_DEPTH];
+        let mut open = 0;
         loop {
             while pending == 0 {
-                match stack.pop() {
-                    Some(p) => pending = p,
-                    None => return Ok(&self.bytes[start..self.pos]),
+                if open == 0 {
+                    return Ok(&self.bytes[start..self.pos]);
                 }
+                open -= 1;
+                pending = stack[open];
             }
             pending -= 1;
             let h = self.head()?;
@@ -193,7 +193,7 @@ impl<'a> Reader<'a> {
                     self.take(n)?;
                 }
                 4 | 5 => {
-                    if stack.len() >= MAX_DEPTH {
+                    if open >= MAX_DEPTH {
                         return Err(CanonicalErrorKind::TooDeep);
                     }
                     let items = if h.major == 5 {
@@ -202,7 +202,8 @@ impl<'a> Reader<'a> {
                         h.arg
                     };
                     self.len(items)?;
-                    stack.push(pending);
+                    stack[open] = pending;
+                    open += 1;
                     pending = items;
                 }
                 6 => return Err(CanonicalErrorKind::Unsupported("a CBOR tag")),
@@ -211,12 +212,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Within the map that starts here, the encoded value under `key`, or `None`; the reader is
-    /// left after the map only when the key is absent.
-    pub(crate) fn field(&mut self, key: &str) -> Step<Option<&'a [u8]>> {
+    /// Within the map that starts here, moves to the value under `key` and returns true; false
+    /// when this is not a map or the key is absent.
+    pub(crate) fn enter(&mut self, key: &str) -> Step<bool> {
         let h = self.head()?;
         if h.major != 5 {
-            return Ok(None);
+            return Ok(false);
         }
         for _ in 0..h.arg {
             let kh = self.head()?;
@@ -224,13 +225,12 @@ impl<'a> Reader<'a> {
                 return Err(CanonicalErrorKind::NonTextKey);
             }
             let n = self.len(kh.arg)?;
-            let k = self.take(n)?;
-            let v = self.skip()?;
-            if k == key.as_bytes() {
-                return Ok(Some(v));
+            if self.take(n)? == key.as_bytes() {
+                return Ok(true);
             }
+            self.skip()?;
         }
-        Ok(None)
+        Ok(false)
     }
 }
 
@@ -257,14 +257,25 @@ pub(crate) fn find_path<'a>(
     bytes: &'a [u8],
     path: impl IntoIterator<Item = &'a str>,
 ) -> Step<Option<&'a [u8]>> {
-    let mut here = bytes;
+    let mut r = Reader::new(bytes);
     for seg in path {
-        match Reader::new(here).field(seg)? {
-            Some(inner) => here = inner,
-            None => return Ok(None),
+        if !r.enter(seg)? {
+            return Ok(None);
         }
     }
-    Ok(Some(here))
+    r.skip().map(Some)
+}
+
+/// The additional information (25: half, 26: single, 27: double) of the shortest CBOR float
+/// that holds `f` exactly: the width the canonical encoder writes.
+fn shortest_float_info(f: f64) -> u8 {
+    if f64::from(half::f16::from_f64(f)).to_bits() == f.to_bits() {
+        25
+    } else if f64::from(f as f32).to_bits() == f.to_bits() {
+        26
+    } else {
+        27
+    }
 }
 
 #[cfg(test)]
