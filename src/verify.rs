@@ -371,17 +371,26 @@ fn check_run(
         }
     };
     let canon = |v: &serde_json::Value, what: &str| Value::from_json_value(v, what);
+    let canon_map = |m: &serde_json::Map<String, serde_json::Value>| {
+        canon(&serde_json::Value::Object(m.clone()), "predicate")
+    };
+    let model_config = canon(&model.config, "config");
+    let model_predicate = canon_map(&model.predicate);
+    // Equal JSON (literals compared exactly) canonicalizes equally: only a header that differs
+    // as text is canonicalized on its own.
+    let header_config = match &model_config {
+        Ok(c) if header.config == model.config => Ok(c.clone()),
+        _ => canon(&header.config, "config"),
+    };
+    let header_predicate = match &model_predicate {
+        Ok(p) if header.predicate == model.predicate => Ok(p.clone()),
+        _ => canon_map(&header.predicate),
+    };
     let (config, predicate, header_config, header_predicate) = match (
-        canon(&model.config, "config"),
-        canon(
-            &serde_json::Value::Object(model.predicate.clone()),
-            "predicate",
-        ),
-        canon(&header.config, "config"),
-        canon(
-            &serde_json::Value::Object(header.predicate.clone()),
-            "predicate",
-        ),
+        model_config,
+        model_predicate,
+        header_config,
+        header_predicate,
     ) {
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
