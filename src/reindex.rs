@@ -221,12 +221,17 @@ pub(crate) fn reindex(
             Some(loc) if *loc != s.location => report.moved += 1,
             Some(_) if stored.get(&s.identity) == Some(rec) => {
                 report.unchanged += 1;
-                stamps_only.push((rec.clone(), s.mtime_ns));
+                if incremental {
+                    stamps_only.push((rec.clone(), s.mtime_ns));
+                }
                 continue;
             }
             Some(_) => report.updated += 1,
         }
-        changed.push((rec.clone(), s.mtime_ns));
+        // A full reindex writes every record from `kept` below.
+        if incremental {
+            changed.push((rec.clone(), s.mtime_ns));
+        }
     }
 
     let mut dirs: Vec<(String, u64, String)> = walk
