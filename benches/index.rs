@@ -991,7 +991,10 @@ fn main() {
     }
     let big = std::env::var("CAIRN_BENCH_1M").is_ok_and(|v| v == "1");
     if std::env::args().any(|a| a == "--fixtures-only") {
-        for n in [10_000, 100_000].into_iter().chain(big.then_some(1_000_000)) {
+        for n in [10_000, 100_000]
+            .into_iter()
+            .chain(big.then_some(1_000_000))
+        {
             let fx = fixture(n);
             println!("fixture {}: {} runs", fx.root.display(), fx.ids.len());
         }

@@ -55,8 +55,12 @@ impl<'a> Reader<'a> {
         let arg = match info {
             0..=23 => u64::from(info),
             24 => u64::from(self.take(1)?[0]),
-            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes"))),
-            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes"))),
+            25 => u64::from(u16::from_be_bytes(
+                self.take(2)?.try_into().expect("2 bytes"),
+            )),
+            26 => u64::from(u32::from_be_bytes(
+                self.take(4)?.try_into().expect("4 bytes"),
+            )),
             27 => u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")),
             _ => return Err(invalid("reserved or indefinite-length head")),
         };
@@ -197,7 +201,9 @@ impl<'a> Reader<'a> {
                         return Err(CanonicalErrorKind::TooDeep);
                     }
                     let items = if h.major == 5 {
-                        h.arg.checked_mul(2).ok_or_else(|| invalid("map too long"))?
+                        h.arg
+                            .checked_mul(2)
+                            .ok_or_else(|| invalid("map too long"))?
                     } else {
                         h.arg
                     };
@@ -345,7 +351,10 @@ pub(crate) mod tests {
         for (bytes, what) in [
             (&b"\x18\x05"[..], "long-form integer"),
             (b"\xf9\x3c\x00", "integral float"),
-            (b"\xfb\x3f\xf8\x00\x00\x00\x00\x00\x00", "float wider than needed"),
+            (
+                b"\xfb\x3f\xf8\x00\x00\x00\x00\x00\x00",
+                "float wider than needed",
+            ),
             (b"\xa2\x61\x62\x01\x61\x61\x01", "keys out of order"),
             (b"\xa2\x61\x61\x01\x61\x61\x02", "duplicate key"),
             (b"\xa1\x01\x01", "integer key"),

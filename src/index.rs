@@ -496,7 +496,9 @@ impl Index {
             .begin_read()
             .map_err(|e| redb_error(&self.path, e))?;
         let fresh = Arc::new(Lookups {
-            runs: txn.open_table(RUNS).map_err(|e| redb_error(&self.path, e))?,
+            runs: txn
+                .open_table(RUNS)
+                .map_err(|e| redb_error(&self.path, e))?,
             aliases: txn
                 .open_table(ALIASES)
                 .map_err(|e| redb_error(&self.path, e))?,
