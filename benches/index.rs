@@ -11,7 +11,8 @@
 //!   rebuild, index size, lookups, find, get_or_create); takes a long time and ~13 GB of disk.
 //!
 //! Fixtures are run directories written straight to disk (no fsync) under
-//! `target/bench-fixtures/runs-<N>/` and reused while their marker file is present. Without
+//! `$CAIRN_BENCH_DIR/runs-<N>/` (default `target/bench-fixtures/`) and reused while their marker
+//! file is present; `cargo bench --bench index -- --fixtures-only` only writes them. Without
 //! `--bench` (as under `cargo test --all-targets`) a quick smoke run on a few hundred runs in a
 //! temporary directory checks that the harness works.
 
@@ -101,8 +102,9 @@ fn write_runs(root: &Path, n: usize) -> Vec<Identity> {
 
 /// The cached fixture of `n` runs, created if missing or incomplete.
 fn fixture(n: usize) -> Fixture {
-    let root = target_dir()
-        .join("bench-fixtures")
+    let root = std::env::var_os("CAIRN_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bench-fixtures"))
         .join(format!("runs-{n}"));
     if let Some(ids) = read_cached(&root, n) {
         return Fixture {
@@ -988,6 +990,16 @@ fn main() {
         return smoke();
     }
     let big = std::env::var("CAIRN_BENCH_1M").is_ok_and(|v| v == "1");
+    if std::env::args().any(|a| a == "--fixtures-only") {
+        for n in [10_000, 100_000]
+            .into_iter()
+            .chain(big.then_some(1_000_000))
+        {
+            let fx = fixture(n);
+            println!("fixture {}: {} runs", fx.root.display(), fx.ids.len());
+        }
+        return;
+    }
     let mut table = Table::default();
     println!(
         "cairn index bench ({} rayon threads; results are medians unless marked p99)",

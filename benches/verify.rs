@@ -1,8 +1,9 @@
 //! `verify` of 100,000 runs (no artifacts), beside the reindex baseline (a parallel list + read +
 //! parse of every `id.json`, `cairn::walk::find_runs`) in the same run, with 1 and 2 threads.
 //!
-//! `cargo bench --bench verify`. Reuses `target/bench-fixtures/runs-100000/` when complete (the
-//! index bench writes it), else writes its own fixture there. Without `--bench` (as under
+//! `cargo bench --bench verify`. Reuses `$CAIRN_BENCH_DIR/runs-100000/` (default
+//! `target/bench-fixtures/`) when complete (the index bench writes it), else writes its own
+//! fixture there. Without `--bench` (as under
 //! `cargo test --all-targets`) it checks the harness on 200 runs in a temporary directory.
 
 use std::path::Path;
@@ -56,7 +57,10 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let tmp;
     let (root, n) = if bench {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-fixtures/runs-100000");
+        let root = std::env::var_os("CAIRN_BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-fixtures"))
+            .join("runs-100000");
         if !root.join(MARKER).exists() {
             println!("writing the 100,000-run fixture ...");
             make_fixture(&root, 100_000);

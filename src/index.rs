@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use redb::{
     ConcurrencyMode, Database, MultimapTableDefinition, ReadableDatabase, ReadableTable,
@@ -147,7 +147,7 @@ impl RunRecord {
             reason: format!("run record {identity}: {what}"),
         };
         let Value::Map(mut m) =
-            Value::from_canonical_cbor(bytes, "record").map_err(|e| bad(&e.to_string()))?
+            crate::cbor::decode(bytes, "record").map_err(|e| bad(&e.to_string()))?
         else {
             return Err(bad("not a map"));
         };
@@ -208,6 +208,47 @@ pub struct Index {
     db: Database,
     path: PathBuf,
     write_timeout: Duration,
+    /// The index file, for its modification stamp (see [`Lookups`]).
+    file: std::fs::File,
+    /// The read snapshot lookups reuse while it is provably current.
+    lookups: Mutex<Option<Arc<Lookups>>>,
+}
+
+/// How far the clock must have moved past the index file's mtime before a snapshot may be
+/// reused: more than the timestamp granularity of any file system cairn runs on (2 s: FAT; the
+/// kernel tick elsewhere), the same margin as the `dirs` table's (FORMAT.md §5.5).
+const STAMP_SLACK: Duration = Duration::from_secs(2);
+/// Longest reuse of one snapshot, so that it does not keep other processes' writers from
+/// reclaiming pages for long.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+
+/// A read snapshot kept for point lookups. A read transaction in `MultiWriter` mode costs
+/// several µs of file locking, so lookups reuse one while the file shows no commit since it was
+/// taken: every commit writes the file and so moves its mtime past the stamp recorded here, once
+/// that stamp is older than [`STAMP_SLACK`] (a later write can then not share its clock tick).
+/// A reused snapshot therefore answers exactly as a fresh one would.
+struct Lookups {
+    runs: redb::ReadOnlyTable<[u8; 32], &'static [u8]>,
+    aliases: redb::ReadOnlyTable<[u8; 32], [u8; 32]>,
+    stamp: FileStamp,
+    taken: Instant,
+}
+
+/// What every write to the index file changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(file: &std::fs::File, path: &Path) -> Result<Self> {
+        let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        Ok(FileStamp {
+            modified: m.modified().map_err(|e| Error::io("stat", path, e))?,
+            len: m.len(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Index {
@@ -356,10 +397,13 @@ impl Index {
             }
             Err(e) => return Err(redb_error(path, e)),
         };
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
         let index = Index {
             db,
             path: path.into(),
             write_timeout,
+            file,
+            lookups: Mutex::new(None),
         };
         let opened = index.write(|txn| {
             let meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
@@ -436,16 +480,55 @@ impl Index {
                 Err(e) => return Err(redb_error(&self.path, e)),
             }
         };
+        *self.lookups.lock().expect("lookup lock") = None;
         let out = f(&txn)?;
         crate::durable::failpoint("index.before_commit")?;
         txn.commit().map_err(|e| redb_error(&self.path, e))?;
         Ok(out)
     }
 
+    /// The snapshot for point lookups: the kept one while the file shows no commit since it was
+    /// taken (see [`Lookups`]), else a fresh one, kept if its stamp is settled.
+    fn lookups(&self) -> Result<Arc<Lookups>> {
+        let now = FileStamp::of(&self.file, &self.path)?;
+        let mut kept = self.lookups.lock().expect("lookup lock");
+        if let Some(l) = kept.as_ref()
+            && l.stamp == now
+            && l.taken.elapsed() < SNAPSHOT_TTL
+        {
+            return Ok(l.clone());
+        }
+        *kept = None;
+        let wall = SystemTime::now();
+        let stamp = FileStamp::of(&self.file, &self.path)?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let fresh = Arc::new(Lookups {
+            runs: txn
+                .open_table(RUNS)
+                .map_err(|e| redb_error(&self.path, e))?,
+            aliases: txn
+                .open_table(ALIASES)
+                .map_err(|e| redb_error(&self.path, e))?,
+            stamp,
+            taken: Instant::now(),
+        });
+        if wall
+            .duration_since(stamp.modified)
+            .is_ok_and(|age| age > STAMP_SLACK)
+        {
+            *kept = Some(fresh.clone());
+        }
+        Ok(fresh)
+    }
+
     /// The record of `identity`.
     pub fn get(&self, identity: &Identity) -> Result<Option<RunRecord>> {
-        let runs = self.read(RUNS)?;
-        match runs
+        let l = self.lookups()?;
+        match l
+            .runs
             .get(identity.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?
         {
@@ -456,8 +539,9 @@ impl Index {
 
     /// The current identity of a run re-keyed away from `old`.
     pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
-        let t = self.read(ALIASES)?;
-        Ok(t.get(old.as_bytes())
+        let l = self.lookups()?;
+        Ok(l.aliases
+            .get(old.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?
             .map(|v| Identity::from_bytes(v.value())))
     }
@@ -545,9 +629,11 @@ impl Index {
         Ok(())
     }
 
-    /// Every record satisfying `keep`, scanning 16 identity ranges in parallel (each in its own
-    /// read transaction of one snapshot per range); in identity order.
-    pub fn filter_par(&self, keep: impl Fn(&RunRecord) -> bool + Sync) -> Result<Vec<RunRecord>> {
+    /// Every record whose encoding (FORMAT.md §5.2) satisfies `keep`, scanning 16 identity
+    /// ranges in parallel (each in its own read transaction); in identity order. Only the kept
+    /// records are decoded (and validated), so `keep` should accept bytes it cannot read: the
+    /// decoder then reports them.
+    pub fn filter_par(&self, keep: impl Fn(&[u8]) -> bool + Sync) -> Result<Vec<RunRecord>> {
         use rayon::prelude::*;
         let parts: Vec<Result<Vec<RunRecord>>> = (0u8..16)
             .into_par_iter()
@@ -560,10 +646,12 @@ impl Index {
                 let mut out = Vec::new();
                 for entry in runs.range(lo..=hi).map_err(|e| redb_error(&self.path, e))? {
                     let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
-                    let rec =
-                        RunRecord::decode(Identity::from_bytes(k.value()), v.value(), &self.path)?;
-                    if keep(&rec) {
-                        out.push(rec);
+                    if keep(v.value()) {
+                        out.push(RunRecord::decode(
+                            Identity::from_bytes(k.value()),
+                            v.value(),
+                            &self.path,
+                        )?);
                     }
                 }
                 Ok(out)
@@ -578,10 +666,11 @@ impl Index {
 
     /// Every record of `identities`, those missing skipped.
     pub fn get_many(&self, identities: &[Identity]) -> Result<Vec<RunRecord>> {
-        let runs = self.read(RUNS)?;
+        let l = self.lookups()?;
         let mut out = Vec::with_capacity(identities.len());
         for id in identities {
-            if let Some(v) = runs
+            if let Some(v) = l
+                .runs
                 .get(id.as_bytes())
                 .map_err(|e| redb_error(&self.path, e))?
             {
@@ -713,15 +802,17 @@ impl Index {
         dirs: &[(String, u64, String)],
     ) -> Result<()> {
         let p = &self.path;
+        use rayon::prelude::*;
         clear_tables(txn, p)?;
         {
+            let encoded: Vec<Vec<u8>> = records.par_iter().map(|(r, _)| r.encode()).collect();
             let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
             let mut cursor = runs
                 .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
                 .map_err(|e| redb_error(p, e))?;
-            for (rec, _) in records {
+            for ((rec, _), bytes) in records.iter().zip(&encoded) {
                 cursor
-                    .insert_before(rec.identity.as_bytes(), rec.encode().as_slice())
+                    .insert_before(rec.identity.as_bytes(), bytes.as_slice())
                     .map_err(|e| redb_error(p, e))?;
             }
             cursor.close().map_err(|e| redb_error(p, e))?;
@@ -922,6 +1013,41 @@ mod tests {
         assert_eq!(opened, Opened::Empty);
         let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
         assert_eq!(opened, Opened::Current);
+    }
+
+    #[test]
+    fn a_kept_snapshot_sees_every_commit_of_other_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let (index, _) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        let rec = RunRecord {
+            identity: Identity::from_bytes([3; 32]),
+            location: "m/03/x".into(),
+            module: "m".into(),
+            state: Availability::Local,
+            created_at: "2026-11-22T08:00:00Z".into(),
+            config: Value::Map(Map::new()),
+            predicate: Value::Map(Map::new()),
+            aliases: Vec::new(),
+        };
+        // A settled file: the miss below comes from a kept snapshot.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(index.get(&rec.identity).unwrap(), None);
+        assert!(index.lookups.lock().unwrap().is_some(), "snapshot not kept");
+        // A commit that bypasses `write` (as another process's would) is still seen.
+        let txn = index.db.begin_write().unwrap();
+        txn.open_table(RUNS)
+            .unwrap()
+            .insert(rec.identity.as_bytes(), rec.encode().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(index.get(&rec.identity).unwrap(), Some(rec));
     }
 
     #[test]

@@ -36,6 +36,7 @@
 
 pub mod artifact;
 pub mod canonical;
+mod cbor;
 mod durable;
 pub mod error;
 pub mod identity;

@@ -69,8 +69,15 @@ impl Filter {
             }
             Field::Missing => return false,
         };
+        self.condition.holds(value)
+    }
+}
+
+impl Condition {
+    /// Whether a present `value` satisfies this condition.
+    fn holds(&self, value: &Value) -> bool {
         let cmp = |w: &Value| compare(value, w);
-        match &self.condition {
+        match self {
             Condition::Exists => true,
             Condition::Eq(w) => value == w,
             Condition::In(ws) => ws.contains(value),
@@ -79,6 +86,66 @@ impl Filter {
             Condition::Gt(w) => cmp(w) == Some(Ordering::Greater),
             Condition::Ge(w) => matches!(cmp(w), Some(Ordering::Greater | Ordering::Equal)),
         }
+    }
+}
+
+/// A query compiled for encoded run records (FORMAT.md §5.2): each condition is evaluated on
+/// the record's canonical CBOR without decoding it. Equality compares encodings, which is exact
+/// because a canonical value has exactly one encoding; ranges decode only the field.
+pub(crate) struct EncodedQuery<'q> {
+    tests: Vec<(Vec<&'q str>, Test<'q>)>,
+}
+
+enum Test<'q> {
+    /// The field is present.
+    Exists,
+    /// The field's encoding is one of these.
+    OneOf(Vec<Vec<u8>>),
+    /// A range, on the decoded field.
+    Range(&'q Condition),
+}
+
+impl<'q> EncodedQuery<'q> {
+    /// Compiles `query`'s module, state and filters.
+    pub(crate) fn new(query: &'q Query) -> Self {
+        let text = |s: &str| Value::Text(s.to_owned()).to_cbor();
+        let mut tests = Vec::new();
+        if let Some(m) = &query.module {
+            tests.push((vec!["module"], Test::OneOf(vec![text(m)])));
+        }
+        if let Some(s) = query.state {
+            tests.push((vec!["state"], Test::OneOf(vec![text(s.as_str())])));
+        }
+        for f in &query.filters {
+            let test = match &f.condition {
+                Condition::Exists => Test::Exists,
+                Condition::Eq(w) => Test::OneOf(vec![w.to_cbor()]),
+                Condition::In(ws) => Test::OneOf(ws.iter().map(Value::to_cbor).collect()),
+                range => Test::Range(range),
+            };
+            tests.push((f.path.split('.').collect(), test));
+        }
+        EncodedQuery { tests }
+    }
+
+    /// Whether the encoded `record` matches; also true for bytes that are not a well-formed
+    /// record, so that decoding it reports the damage.
+    pub(crate) fn matches(&self, record: &[u8]) -> bool {
+        self.tests.iter().all(|(path, test)| {
+            let Ok(found) = crate::cbor::find_path(record, path.iter().copied()) else {
+                return true;
+            };
+            let Some(field) = found else {
+                return false;
+            };
+            match test {
+                Test::Exists => true,
+                Test::OneOf(encodings) => encodings.iter().any(|e| e == field),
+                Test::Range(c) => {
+                    crate::cbor::decode(field, "record").map_or(true, |v| c.holds(&v))
+                }
+            }
+        })
     }
 }
 
@@ -251,6 +318,38 @@ impl Query {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Evaluating a query on the encoded record agrees with evaluating it on the decoded one.
+        #[test]
+        fn encoded_evaluation_agrees_with_decoded(
+            config in crate::cbor::tests::value(),
+            w in crate::cbor::tests::value(),
+            ws in proptest::collection::vec(crate::cbor::tests::value(), 0..3),
+            kind in 0u8..7,
+            path in prop_oneof![
+                Just("config"), Just("config.a"), Just("config.b"), Just("config.a.b"),
+                Just("predicate.split"), Just("module"), Just("state"), Just("location"),
+            ],
+            module in prop_oneof![Just(None), Just(Some("train")), Just(Some("eval"))],
+        ) {
+            let mut r = rec("{}");
+            r.config = config;
+            let condition = match kind {
+                0 => Condition::Eq(w),
+                1 => Condition::Lt(w),
+                2 => Condition::Le(w),
+                3 => Condition::Gt(w),
+                4 => Condition::Ge(w),
+                5 => Condition::In(ws),
+                _ => Condition::Exists,
+            };
+            let mut q = Query::new().filter(Filter::new(path, condition).unwrap());
+            q.module = module.map(str::to_owned);
+            prop_assert_eq!(EncodedQuery::new(&q).matches(&r.encode()), q.matches(&r));
+        }
+    }
 
     fn rec(config: &str) -> RunRecord {
         RunRecord {

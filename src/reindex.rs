@@ -230,12 +230,17 @@ pub(crate) fn reindex(
             Some(loc) if *loc != s.location => report.moved += 1,
             Some(_) if stored.get(&s.identity) == Some(rec) => {
                 report.unchanged += 1;
-                stamps_only.push((rec.clone(), s.mtime_ns));
+                if incremental {
+                    stamps_only.push((rec.clone(), s.mtime_ns));
+                }
                 continue;
             }
             Some(_) => report.updated += 1,
         }
-        changed.push((rec.clone(), s.mtime_ns));
+        // A full reindex writes every record from `kept` below.
+        if incremental {
+            changed.push((rec.clone(), s.mtime_ns));
+        }
     }
 
     // Resource records beside the runs read, for restoring those the index lacks.

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use serde::de;
 use serde_json::{Map as JsonMap, Value as Json};
 
 use crate::canonical::Value;
@@ -324,14 +325,158 @@ fn pretty(v: &Json) -> Vec<u8> {
     out
 }
 
-/// Strict parse: canonical-value rules over the whole file (duplicate keys, integer range,
-/// depth), then a JSON object.
+/// Strict parse in one pass: the canonical-value rules of FORMAT.md §2 over the whole file
+/// (duplicate keys, integer range, finite numbers, depth, the reserved key), then a JSON object.
+/// It accepts exactly what [`Value::from_json_slice`] accepts; a refused file is parsed again by
+/// that reference, so that the error names the place exactly as it does.
 fn parse_object(bytes: &[u8], path: &Path) -> Result<JsonMap<String, Json>> {
-    Value::from_json_slice(bytes, "$").map_err(|e| e.in_file(path))?;
-    match serde_json::from_slice(bytes) {
+    let range = bytes.as_ptr_range();
+    let seed = Strict {
+        depth: 0,
+        input: (range.start as usize, range.end as usize),
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = de::DeserializeSeed::deserialize(seed, &mut de).and_then(|v| de.end().map(|()| v));
+    match parsed {
         Ok(Json::Object(m)) => Ok(m),
         Ok(_) => Err(Error::format(path, "expected a JSON object")),
-        Err(e) => Err(Error::format(path, format!("invalid JSON: {e}"))),
+        Err(e) => match Value::from_json_slice(bytes, "$") {
+            Err(reference) => Err(reference.in_file(path)),
+            Ok(_) => Err(Error::format(path, format!("invalid JSON: {e}"))),
+        },
+    }
+}
+
+/// One JSON value at nesting `depth` (the file's outermost container is at 0), checked as it is
+/// built. Knows the input's address range to tell serde_json's number token (a static string,
+/// see [`crate::json::NUMBER_TOKEN`]) from a user's key that spells it.
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: usize,
+    input: (usize, usize),
+}
+
+impl Strict {
+    fn inner<E: de::Error>(self) -> std::result::Result<Self, E> {
+        if self.depth >= crate::canonical::MAX_DEPTH {
+            return Err(E::custom("too deep"));
+        }
+        Ok(Strict {
+            depth: self.depth + 1,
+            ..self
+        })
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Strict {
+    type Value = Json;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A map key, or serde_json announcing that a number literal follows.
+enum Key {
+    Text(String),
+    NumberToken,
+}
+
+impl<'de> de::DeserializeSeed<'de> for StrictKey {
+    type Value = Key;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> std::result::Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct StrictKey {
+    input: (usize, usize),
+}
+
+impl<'de> de::Visitor<'de> for StrictKey {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> std::result::Result<Key, E> {
+        let at = s.as_ptr() as usize;
+        if s == crate::json::NUMBER_TOKEN && !(self.input.0..self.input.1).contains(&at) {
+            Ok(Key::NumberToken)
+        } else {
+            self.visit_str(s)
+        }
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Key, E> {
+        if s == crate::json::NUMBER_TOKEN {
+            return Err(E::custom("reserved key"));
+        }
+        Ok(Key::Text(s.to_owned()))
+    }
+}
+
+impl<'de> de::Visitor<'de> for Strict {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Json, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_i64<E>(self, i: i64) -> std::result::Result<Json, E> {
+        Ok(Json::Number(i.into()))
+    }
+    fn visit_u64<E>(self, i: u64) -> std::result::Result<Json, E> {
+        Ok(Json::Number(i.into()))
+    }
+    fn visit_f64<E: de::Error>(self, f: f64) -> std::result::Result<Json, E> {
+        serde_json::Number::from_f64(f)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("not finite"))
+    }
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Json, E> {
+        Ok(Json::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> std::result::Result<Json, E> {
+        Ok(Json::String(s))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Json, A::Error> {
+        let inner = self.inner()?;
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(inner)? {
+            items.push(v);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Json, A::Error> {
+        let key_seed = StrictKey { input: self.input };
+        let inner = self.inner()?;
+        let mut out = JsonMap::new();
+        let mut first = true;
+        while let Some(key) = map.next_key_seed(key_seed)? {
+            match key {
+                Key::NumberToken if first => {
+                    let lit: String = map.next_value()?;
+                    crate::json::number(&lit).map_err(de::Error::custom)?;
+                    return lit.parse().map(Json::Number).map_err(de::Error::custom);
+                }
+                Key::NumberToken => return Err(de::Error::custom("misplaced number token")),
+                Key::Text(k) => {
+                    let v = map.next_value_seed(inner)?;
+                    if out.insert(k, v).is_some() {
+                        return Err(de::Error::custom("duplicate key"));
+                    }
+                }
+            }
+            first = false;
+        }
+        Ok(Json::Object(out))
     }
 }
 
@@ -403,6 +548,69 @@ fn take_time(m: &mut JsonMap<String, Json>, path: &Path) -> Result<Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The two-pass parse `parse_object` replaces: the reference it must agree with.
+    fn two_pass(bytes: &[u8], path: &Path) -> Result<JsonMap<String, Json>> {
+        Value::from_json_slice(bytes, "$").map_err(|e| e.in_file(path))?;
+        match serde_json::from_slice(bytes) {
+            Ok(Json::Object(m)) => Ok(m),
+            Ok(_) => Err(Error::format(path, "expected a JSON object")),
+            Err(e) => Err(Error::format(path, format!("invalid JSON: {e}"))),
+        }
+    }
+
+    fn agree(text: &[u8]) -> std::result::Result<(), TestCaseError> {
+        let one = parse_object(text, p()).map_err(|e| e.to_string());
+        let two = two_pass(text, p()).map_err(|e| e.to_string());
+        prop_assert_eq!(one, two, "{}", String::from_utf8_lossy(text));
+        Ok(())
+    }
+
+    #[test]
+    fn one_pass_parse_agrees_on_edge_cases() {
+        let deep = |n: usize| format!("{{\"a\": {}1{}}}", "[".repeat(n), "]".repeat(n));
+        let cases = [
+            r#"{"a": 1, "a": 2}"#.to_owned(),
+            r#"{"a": {"b": [1, {"c": 1, "c": 1}]}}"#.into(),
+            r#"{"$serde_json::private::Number": "1"}"#.into(),
+            r#"{"x": {"$serde_json::private::Number": "1"}}"#.into(),
+            r#"{"\u0024serde_json::private::Number": 1}"#.into(),
+            r#"{"n": 18446744073709551615, "m": -18446744073709551616}"#.into(),
+            r#"{"n": 18446744073709551616}"#.into(),
+            r#"{"n": -18446744073709551617}"#.into(),
+            r#"{"n": 1e400}"#.into(),
+            r#"{"n": 1.0, "m": 1e0, "k": -0.0}"#.into(),
+            "[1]".into(),
+            "{} x".into(),
+            "{".into(),
+            deep(125),
+            deep(126),
+            deep(127),
+            deep(200),
+            format!("{{\"a\": {}{{}}{}}}", "[".repeat(126), "]".repeat(126)),
+        ];
+        for c in cases {
+            agree(c.as_bytes()).unwrap();
+        }
+    }
+
+    proptest! {
+        /// On generated documents and every one-byte change of them, the one-pass parse accepts
+        /// what the two-pass parse accepts, with the same result or the same error.
+        #[test]
+        fn one_pass_parse_agrees_with_two_pass(
+            v in crate::cbor::tests::value(),
+            at in any::<usize>(),
+            byte in prop_oneof![Just(b'"'), Just(b','), Just(b'{'), Just(b'}'), Just(b'1'), any::<u8>()],
+        ) {
+            let text = serde_json::to_vec(&serde_json::json!({"x": v.to_json(), "y": 1})).unwrap();
+            agree(&text)?;
+            let mut changed = text.clone();
+            changed[at % text.len()] = byte;
+            agree(&changed)?;
+        }
+    }
 
     fn p() -> &'static Path {
         Path::new("run/id.json")

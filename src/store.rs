@@ -8,7 +8,7 @@ use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Prefix};
 use crate::index::{Index, IndexStats, LazyIndex, Opened, RunRecord};
-use crate::query::Query;
+use crate::query::{EncodedQuery, Query};
 use crate::reindex::{self, ReindexReport};
 use crate::repair::{self, RepairOptions, RepairReport};
 use crate::run::{ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT, Model};
@@ -431,8 +431,11 @@ impl Store {
     /// The index record named by a full identity or a unique prefix (earlier identities of
     /// re-keyed runs included).
     pub fn record_of(&self, reference: &str) -> Result<Option<RunRecord>> {
-        let prefix = Prefix::parse(reference)?;
         let index = self.index()?;
+        if let Ok(identity) = reference.parse::<Identity>() {
+            return lookup(index, &identity);
+        }
+        let prefix = Prefix::parse(reference)?;
         let mut hits = index.with_prefix(&prefix, 2)?;
         if hits.is_empty() {
             for (_, current) in index.aliases_with_prefix(&prefix, 2)? {
@@ -485,7 +488,10 @@ impl Store {
                 recs.retain(|r| query.matches(r));
                 recs
             }
-            None => index.filter_par(|r| query.matches(r))?,
+            None => {
+                let encoded = EncodedQuery::new(query);
+                index.filter_par(|r| encoded.matches(r))?
+            }
         };
         Ok(query.finish(hits))
     }

@@ -175,20 +175,26 @@ pub(crate) fn verify(
         .filter(|(_, h)| wanted(&h.module, &h.identity))
         .collect();
 
-    // Directory checks, in parallel: model.json against id.json and the current schema.
-    let per_run: Vec<Vec<Finding>> = runs
-        .par_iter()
-        .map(|(location, header)| check_run(root, location, header, schemas))
-        .collect();
-    findings.extend(per_run.into_iter().flatten());
-
-    // Duplicates: one identity, several directories. The index's location is the one kept.
     let indexed: HashMap<Identity, &RunRecord> =
         index_records.iter().map(|r| (r.identity, r)).collect();
     let mut by_id: HashMap<Identity, Vec<&str>> = HashMap::new();
     for (location, header) in &runs {
         by_id.entry(header.identity).or_default().push(location);
     }
+
+    // Per run, in parallel: model.json against id.json and the current schema, then the index
+    // entry against the directory (reusing the header's canonical config and predicate).
+    let per_run: Vec<Vec<Finding>> = runs
+        .par_iter()
+        .map(|(location, header)| {
+            let (mut out, canonical) = check_run(root, location, header, schemas);
+            out.extend(check_index(location, header, canonical, &indexed, &by_id));
+            out
+        })
+        .collect();
+    findings.extend(per_run.into_iter().flatten());
+
+    // Duplicates: one identity, several directories. The index's location is the one kept.
     for (id, mut locations) in by_id.iter().map(|(i, l)| (*i, l.clone())) {
         if locations.len() < 2 {
             continue;
@@ -211,51 +217,6 @@ pub(crate) fn verify(
         }
     }
 
-    // Index against directories.
-    for (location, header) in &runs {
-        match indexed.get(&header.identity) {
-            None => findings.push(finding(
-                FindingKind::IndexDrift,
-                Some(header.identity),
-                location,
-                "directory missing from the index".into(),
-            )),
-            Some(rec) if rec.location != *location => {
-                if by_id
-                    .get(&header.identity)
-                    .is_some_and(|l| l.contains(&rec.location.as_str()))
-                {
-                    continue; // a duplicate; reported above
-                }
-                findings.push(finding(
-                    FindingKind::IndexDrift,
-                    Some(header.identity),
-                    location,
-                    format!("index has location {}", rec.location),
-                ));
-            }
-            Some(rec) => match RunRecord::from_header(header, location.clone()) {
-                Ok(mut expected) => {
-                    expected.state = rec.state;
-                    let differ = record_differences(rec, &expected);
-                    if !differ.is_empty() {
-                        findings.push(finding(
-                            FindingKind::IndexDrift,
-                            Some(header.identity),
-                            location,
-                            format!("index record differs in {}", differ.join(", ")),
-                        ));
-                    }
-                }
-                Err(e) => findings.push(finding(
-                    FindingKind::Unreadable,
-                    Some(header.identity),
-                    location,
-                    e.to_string(),
-                )),
-            },
-        }
-    }
     for rec in &index_records {
         if rec.state == Availability::Local
             && wanted(&rec.module, &rec.identity)
@@ -280,6 +241,74 @@ pub(crate) fn verify(
         findings,
         elapsed: start.elapsed(),
     })
+}
+
+/// The index entry of the run at `location` against its directory; `canonical` is the header's
+/// config and predicate when [`check_run`] canonicalized them.
+fn check_index(
+    location: &str,
+    header: &IdHeader,
+    canonical: Option<(Value, Value)>,
+    indexed: &HashMap<Identity, &RunRecord>,
+    by_id: &HashMap<Identity, Vec<&str>>,
+) -> Option<Finding> {
+    let id = Some(header.identity);
+    match indexed.get(&header.identity) {
+        None => Some(finding(
+            FindingKind::IndexDrift,
+            id,
+            location,
+            "directory missing from the index".into(),
+        )),
+        Some(rec) if rec.location != location => {
+            let duplicate = by_id
+                .get(&header.identity)
+                .is_some_and(|l| l.contains(&rec.location.as_str()));
+            // A duplicate is reported as such.
+            (!duplicate).then(|| {
+                finding(
+                    FindingKind::IndexDrift,
+                    id,
+                    location,
+                    format!("index has location {}", rec.location),
+                )
+            })
+        }
+        Some(rec) => {
+            let expected = match canonical {
+                Some((config, predicate)) => RunRecord {
+                    identity: header.identity,
+                    location: location.to_owned(),
+                    module: header.module.clone(),
+                    state: rec.state,
+                    created_at: header.created_at.clone(),
+                    config,
+                    predicate,
+                    aliases: header.aliases.clone(),
+                },
+                None => match RunRecord::from_header(header, location.to_owned()) {
+                    Ok(expected) => expected,
+                    Err(e) => {
+                        return Some(finding(
+                            FindingKind::Unreadable,
+                            id,
+                            location,
+                            e.to_string(),
+                        ));
+                    }
+                },
+            };
+            let differ = record_differences(rec, &expected);
+            (!differ.is_empty()).then(|| {
+                finding(
+                    FindingKind::IndexDrift,
+                    id,
+                    location,
+                    format!("index record differs in {}", differ.join(", ")),
+                )
+            })
+        }
+    }
 }
 
 fn record_differences(have: &RunRecord, want: &RunRecord) -> Vec<&'static str> {
@@ -325,41 +354,48 @@ fn error_location(e: &Error, root: &Path) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The checks that need only the run's own directory.
-fn check_run(root: &Path, location: &str, header: &IdHeader, schemas: &Schemas) -> Vec<Finding> {
+/// The checks that need only the run's own directory; also returns the header's canonical
+/// config and predicate when it got that far.
+fn check_run(
+    root: &Path,
+    location: &str,
+    header: &IdHeader,
+    schemas: &Schemas,
+) -> (Vec<Finding>, Option<(Value, Value)>) {
     let id = Some(header.identity);
     let model = match Model::read(&root.join(location)) {
         Ok(m) => m,
         Err(e) => {
-            return vec![finding(
-                FindingKind::Unreadable,
-                id,
-                location,
-                e.to_string(),
-            )];
+            let unreadable = finding(FindingKind::Unreadable, id, location, e.to_string());
+            return (vec![unreadable], None);
         }
     };
     let canon = |v: &serde_json::Value, what: &str| Value::from_json_value(v, what);
+    let canon_map = |m: &serde_json::Map<String, serde_json::Value>| {
+        canon(&serde_json::Value::Object(m.clone()), "predicate")
+    };
+    let model_config = canon(&model.config, "config");
+    let model_predicate = canon_map(&model.predicate);
+    // Equal JSON (literals compared exactly) canonicalizes equally: only a header that differs
+    // as text is canonicalized on its own.
+    let header_config = match &model_config {
+        Ok(c) if header.config == model.config => Ok(c.clone()),
+        _ => canon(&header.config, "config"),
+    };
+    let header_predicate = match &model_predicate {
+        Ok(p) if header.predicate == model.predicate => Ok(p.clone()),
+        _ => canon_map(&header.predicate),
+    };
     let (config, predicate, header_config, header_predicate) = match (
-        canon(&model.config, "config"),
-        canon(
-            &serde_json::Value::Object(model.predicate.clone()),
-            "predicate",
-        ),
-        canon(&header.config, "config"),
-        canon(
-            &serde_json::Value::Object(header.predicate.clone()),
-            "predicate",
-        ),
+        model_config,
+        model_predicate,
+        header_config,
+        header_predicate,
     ) {
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
         (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
-            return vec![finding(
-                FindingKind::Unreadable,
-                id,
-                location,
-                e.to_string(),
-            )];
+            let unreadable = finding(FindingKind::Unreadable, id, location, e.to_string());
+            return (vec![unreadable], None);
         }
     };
     let mut out = Vec::new();
@@ -373,6 +409,7 @@ fn check_run(root: &Path, location: &str, header: &IdHeader, schemas: &Schemas) 
     if predicate != header_predicate {
         differ.push("predicate".to_owned());
     }
+    let canonical = Some((header_config, header_predicate));
     if !differ.is_empty() {
         out.push(finding(
             FindingKind::HeaderMismatch,
@@ -380,7 +417,7 @@ fn check_run(root: &Path, location: &str, header: &IdHeader, schemas: &Schemas) 
             location,
             format!("model.json and id.json differ in {}", differ.join(", ")),
         ));
-        return out; // which of the two to re-derive from would be a guess
+        return (out, canonical); // which of the two to re-derive from would be a guess
     }
 
     let schema = schemas.get(&model.module);
@@ -424,5 +461,5 @@ fn check_run(root: &Path, location: &str, header: &IdHeader, schemas: &Schemas) 
             });
         }
     }
-    out
+    (out, canonical)
 }
