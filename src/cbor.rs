@@ -137,7 +137,7 @@ impl<'a> Reader<'a> {
                         });
                     }
                     last = encoded;
-                    if key == crate::json::NUMBER_TOKEN {
+                    if key == crate::canonical::NUMBER_TOKEN {
                         return Err(CanonicalErrorKind::Unsupported(
                             "the map key \"$serde_json::private::Number\" (reserved)",
                         ));

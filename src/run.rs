@@ -349,7 +349,7 @@ fn parse_object(bytes: &[u8], path: &Path) -> Result<JsonMap<String, Json>> {
 
 /// One JSON value at nesting `depth` (the file's outermost container is at 0), checked as it is
 /// built. Knows the input's address range to tell serde_json's number token (a static string,
-/// see [`crate::json::NUMBER_TOKEN`]) from a user's key that spells it.
+/// see [`crate::canonical::NUMBER_TOKEN`]) from a user's key that spells it.
 #[derive(Clone, Copy)]
 struct Strict {
     depth: usize,
@@ -403,14 +403,14 @@ impl<'de> de::Visitor<'de> for StrictKey {
     }
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> std::result::Result<Key, E> {
         let at = s.as_ptr() as usize;
-        if s == crate::json::NUMBER_TOKEN && !(self.input.0..self.input.1).contains(&at) {
+        if s == crate::canonical::NUMBER_TOKEN && !(self.input.0..self.input.1).contains(&at) {
             Ok(Key::NumberToken)
         } else {
             self.visit_str(s)
         }
     }
     fn visit_str<E: de::Error>(self, s: &str) -> std::result::Result<Key, E> {
-        if s == crate::json::NUMBER_TOKEN {
+        if s == crate::canonical::NUMBER_TOKEN {
             return Err(E::custom("reserved key"));
         }
         Ok(Key::Text(s.to_owned()))
