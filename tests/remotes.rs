@@ -1,6 +1,8 @@
 //! One suite run against both remotes: a `dir` remote in a temporary directory and an `s3`
 //! remote on a real SeaweedFS server on 127.0.0.1 (tests/support/seaweed.rs).
 
+#[path = "support/lying_proxy.rs"]
+mod lying_proxy;
 #[path = "support/seaweed.rs"]
 mod seaweed;
 
@@ -357,6 +359,51 @@ fn the_s3_server_honors_conditional_writes_so_the_probe_passes() {
     r.get("k", &mut out, &|_| {}).unwrap();
     assert_eq!(out, b"1");
     assert_eq!(r.get_range("k", 0..1).unwrap(), b"1");
+}
+
+#[test]
+fn a_server_ignoring_conditional_writes_is_refused_when_added_or_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(RemoteSpec::S3(honest)) = spec(Kind::S3, tmp.path()) else {
+        return;
+    };
+    // The real server is up (and honors conditional writes) ...
+    let _ = store(tmp.path(), &RemoteSpec::S3(honest.clone()));
+    // ... but behind the proxy a refused conditional PUT is answered 200, as Garage 2.5.0 does.
+    let proxy = lying_proxy::start(&seaweed::server().unwrap().endpoint);
+    let lying = RemoteSpec::S3(honest.endpoint(&proxy));
+    let root = tmp.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let err = store.add_remote("garage", lying.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("ignores conditional writes"),
+        "{err}"
+    );
+    assert!(
+        store.remotes().unwrap().is_empty(),
+        "nothing was configured"
+    );
+    assert!(
+        !root
+            .join(cairn::store::META_DIR)
+            .join(cairn::remote::REMOTES_FILE)
+            .exists()
+    );
+    let given = Store::builder(&root)
+        .remote("garage", lying)
+        .open()
+        .unwrap();
+    let err = given.remote("garage").unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { remote, reason, .. }
+            if remote == "garage" && reason.contains("ignores conditional writes")),
+        "{err}"
+    );
+    let err = given.push(&[], "garage", &|_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("ignores conditional writes"),
+        "{err}"
+    );
 }
 
 both!(a_damaged_copy_is_never_fetched_over_the_husk);
