@@ -547,3 +547,79 @@ fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
     assert!(!text.contains("verified"), "{text}");
     assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(2));
 }
+
+both!(two_pushers_of_different_large_files_never_clobber_each_other);
+/// Two stores hold the same runs (same identities) with different bytes in a file above the
+/// multipart threshold, and push them to one remote at the same moment. Whichever manifest
+/// commits first, the objects it names hold its bytes: every copy verifies whole, and a third
+/// store fetches one pusher's bytes, never a mix.
+fn two_pushers_of_different_large_files_never_clobber_each_other(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let size = (16 << 20) + 4096;
+    let pushers = [
+        store(&tmp.path().join("a"), &spec),
+        store(&tmp.path().join("b"), &spec),
+    ];
+    // The same run directories in both stores (id.json and model.json byte for byte), with
+    // different bytes in the large file.
+    let mut ids = Vec::new();
+    for i in 0..3u8 {
+        let model = Model::new("big")
+            .with_config(&serde_json::json!({ "i": i }))
+            .unwrap();
+        let run = pushers[0].get_or_create(&model).unwrap();
+        let other = tmp.path().join("b").join(run.location());
+        std::fs::create_dir_all(&other).unwrap();
+        for f in ["id.json", "model.json"] {
+            std::fs::copy(run.path().join(f), other.join(f)).unwrap();
+        }
+        std::fs::write(run.data_dir().join("weights.bin"), vec![1 + 2 * i; size]).unwrap();
+        std::fs::write(other.join("weights.bin"), vec![2 + 2 * i; size]).unwrap();
+        ids.push(run.identity());
+    }
+    pushers[1].reindex(false, &|_| {}).unwrap();
+    let barrier = std::sync::Barrier::new(pushers.len());
+    let reports: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pushers
+            .iter()
+            .map(|s| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    s.push(&ids, "r", &|_| {}).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // A pusher may lose a race cleanly (the dir remote creates every file create-if-absent,
+    // so the second writer of a path is refused); it never replaces the other's bytes.
+    for r in &reports {
+        for (_, e) in &r.failed {
+            assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+        }
+    }
+    let report = pushers[0].verify_remote("r").unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.good, ids.len());
+
+    let third = store(&tmp.path().join("c"), &spec);
+    assert_eq!(
+        third.reindex_remote("r").unwrap().discovered.len(),
+        ids.len()
+    );
+    for (i, id) in ids.iter().enumerate() {
+        third.fetch(id, Some("r"), &|_| {}).unwrap();
+        let run = third.get(id).unwrap().unwrap();
+        let got = std::fs::read(run.data_dir().join("weights.bin")).unwrap();
+        assert_eq!(got.len(), size);
+        let fill = got[0];
+        assert!(fill == 1 + i as u8 * 2 || fill == 2 + i as u8 * 2, "{fill}");
+        assert!(
+            got.iter().all(|&b| b == fill),
+            "a mix of both pushers' bytes"
+        );
+    }
+}

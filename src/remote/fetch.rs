@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
 use super::{
-    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, file_key, read_manifest,
-    remote_error,
+    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, read_manifest,
+    remote_error, run_file_key,
 };
 use crate::artifact::record::ResourceRecord;
 use crate::artifact::{Backend, sidecar, tables};
@@ -245,7 +245,7 @@ impl Store {
             durable::create_dir_all(&dir)?;
             download(
                 remote,
-                &file_key(&m.location, &f.path),
+                &run_file_key(remote, &m.location, f),
                 &dest,
                 f.size,
                 &f.sha256,

@@ -197,7 +197,8 @@ impl Store {
 }
 
 /// Uploads one run file unless its key exists; returns (size, sha256, bytes sent). An existing
-/// object must hold the same bytes (streamed back and hashed), else the push stops there.
+/// object must hold the same bytes (streamed back and hashed), else the push stops there. A
+/// file the remote keeps content-addressed is hashed first, to name its key.
 fn put_file(
     remote: &dyn Remote,
     key: &str,
@@ -206,6 +207,12 @@ fn put_file(
 ) -> Result<(u64, String, u64)> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if remote
+        .content_addressed_above()
+        .is_some_and(|max| size > max)
+    {
+        return put_content_addressed(remote, f, path, size, progress);
+    }
     let mut r = HashingReader::new(f);
     match remote.put_stream(key, &mut r, size, progress)? {
         Put::Created => {
@@ -236,6 +243,45 @@ fn put_file(
             }
         }
     }
+}
+
+/// Uploads a large run file `f` (of `size` bytes, at `path`) to the key of its sha256: two
+/// pushers of different bytes write different keys, and their manifests decide which copy
+/// stands. Returns (size, sha256, bytes sent).
+fn put_content_addressed(
+    remote: &dyn Remote,
+    mut f: File,
+    path: &Path,
+    size: u64,
+    progress: Progress<'_>,
+) -> Result<(u64, String, u64)> {
+    let mut hashing = HashingReader::new(&mut f);
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io("read", path, e))?;
+    let sha256 = hashing.finish();
+    let key = artifact_key(&sha256);
+    if remote.size(&key)? == Some(size) {
+        return Ok((size, sha256, 0));
+    }
+    std::io::Seek::rewind(&mut f).map_err(|e| Error::io("seek", path, e))?;
+    let mut r = HashingReader::new(f);
+    let put = remote.put_stream(&key, &mut r, size, progress)?;
+    if put == Put::Created && r.finish() != sha256 {
+        let _ = remote.delete(&key);
+        return Err(remote_error(
+            remote.name(),
+            &key,
+            format!("{} changed while it was pushed", path.display()),
+        ));
+    }
+    let got = remote.size(&key)?;
+    if got != Some(size) {
+        return Err(remote_error(
+            remote.name(),
+            &key,
+            format!("holds {got:?} bytes after upload, expected {size}"),
+        ));
+    }
+    Ok((size, sha256, if put == Put::Created { size } else { 0 }))
 }
 
 /// The regular files of a run directory, relative and `/`-separated, sorted. Symbolic links
