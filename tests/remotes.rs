@@ -623,3 +623,56 @@ fn two_pushers_of_different_large_files_never_clobber_each_other(kind: Kind) {
         );
     }
 }
+
+both!(opening_an_evicted_or_remote_runs_data_fetches_it);
+/// `open_run` hands back a run whose data directory holds its files: an evicted run is fetched
+/// first, and so is a run known only from a remote; with on-demand fetching off it is refused
+/// and nothing changes. `get` returns the husk as it is.
+fn opening_an_evicted_or_remote_runs_data_fetches_it(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let local = store(&root, &spec);
+    let (id, _, _, _) = populated(&local, 1000);
+    let metrics = std::path::Path::new("sub/metrics.csv");
+    local.push(&[id], "r", &|_| {}).unwrap();
+    local.evict(&id, &EvictOptions::default()).unwrap();
+    let husk = local.get(&id).unwrap().unwrap();
+    assert!(!husk.data_dir().join(metrics).exists());
+
+    let off = Store::builder(&root)
+        .remote("r", spec.clone())
+        .fetch_on_demand(false)
+        .open()
+        .unwrap();
+    let err = off.open_run(&id).unwrap_err();
+    assert!(
+        matches!(err, Error::NotLocal { identity, .. } if identity == id),
+        "{err}"
+    );
+    assert_eq!(state(&local, &id), "evicted");
+    assert!(!husk.data_dir().join(metrics).exists());
+
+    let run = local.open_run(&id).unwrap().unwrap();
+    assert_eq!(run.identity(), id);
+    assert_eq!(
+        std::fs::read(run.data_dir().join(metrics)).unwrap(),
+        b"step,loss\n1,0.5\n"
+    );
+    assert_eq!(state(&local, &id), "local");
+
+    let other = store(&tmp.path().join("other"), &spec);
+    other.reindex_remote("r").unwrap();
+    assert_eq!(state(&other, &id), "remote");
+    let run = other.open_run(&id).unwrap().unwrap();
+    assert!(run.data_dir().join(metrics).exists());
+    assert_eq!(state(&other, &id), "local");
+    assert!(
+        other
+            .open_run(&Identity::from_bytes([7; 32]))
+            .unwrap()
+            .is_none()
+    );
+}

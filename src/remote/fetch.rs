@@ -17,7 +17,7 @@ use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::index::{Availability, RunRecord};
-use crate::store::{META_DIR, Store};
+use crate::store::{META_DIR, Run, Store};
 
 /// What a fetch of several runs did.
 #[derive(Debug, Default)]
@@ -57,6 +57,16 @@ impl Store {
                 Ok(f.bytes)
             }
         }
+    }
+
+    /// Opens run `identity` (or the run re-keyed away from it) with its data present: an
+    /// `evicted` or `remote` run is fetched first from the remotes holding a copy, unless
+    /// on-demand fetching is off ([`StoreBuilder::fetch_on_demand`](crate::StoreBuilder::fetch_on_demand)),
+    /// which gives [`Error::NotLocal`]. [`Store::get`] never fetches: it returns an evicted
+    /// run's husk as it is. `None` when the index has no such run.
+    pub fn open_run(&self, identity: &Identity) -> Result<Option<Run>> {
+        self.make_local(identity)?;
+        self.get(identity)
     }
 
     /// Fetches `runs` as [`Store::fetch`] does, several at once, and records them in the index

@@ -188,15 +188,19 @@ impl Store {
         }))
     }
 
-    /// Before reading the bytes of resource `res`: fetches its run when the run is evicted or
-    /// remote and on-demand fetching is on (an error naming the run when it is off). Inline
-    /// bytes never leave the index, so they need nothing.
+    /// Before reading the bytes of resource `res`: makes its run local ([`Store::open_run`]'s
+    /// rule). Inline bytes never leave the index, so they need nothing.
     pub(crate) fn ensure_local(&self, res: &crate::artifact::ResourceRecord) -> Result<()> {
         if res.backend == crate::artifact::Backend::Inline {
             return Ok(());
         }
-        let identity = &res.run;
-        let Some(rec) = self.index()?.get(identity)? else {
+        self.make_local(&res.run)
+    }
+
+    /// Fetches run `identity` when the index has it `evicted` or `remote` and on-demand
+    /// fetching is on; an [`Error::NotLocal`] naming the run when it is off.
+    pub(crate) fn make_local(&self, identity: &Identity) -> Result<()> {
+        let Some(rec) = crate::store::lookup(self.index()?, identity)? else {
             return Ok(());
         };
         if rec.state == Availability::Local {
@@ -204,11 +208,11 @@ impl Store {
         }
         if !self.remotes.fetch_on_demand {
             return Err(Error::NotLocal {
-                identity: *identity,
+                identity: rec.identity,
                 state: rec.state.as_str(),
             });
         }
-        self.fetch(identity, None, &|_| {}).map(drop)
+        self.fetch(&rec.identity, None, &|_| {}).map(drop)
     }
 }
 
