@@ -676,3 +676,51 @@ fn opening_an_evicted_or_remote_runs_data_fetches_it(kind: Kind) {
             .is_none()
     );
 }
+
+/// An evicted run pushed to a second remote is fetched from the first and pushed; a remote
+/// removed with `remove_remote` is gone from the handle that had opened it.
+#[test]
+fn an_evicted_run_goes_to_a_second_remote_and_a_removed_remote_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = spec(Kind::Dir, tmp.path()).unwrap();
+    let root = tmp.path().join("store");
+    let store = store(&root, &first);
+    let (id, bytes, fs_id, _) = populated(&store, 5000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    store
+        .add_remote(
+            "second",
+            RemoteSpec::Dir {
+                path: tmp.path().join("second"),
+            },
+        )
+        .unwrap();
+    let report = store.push(&[id], "second", &|_| {}).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.pushed, vec![id]);
+    let copies: Vec<_> = store
+        .whereis(&id)
+        .unwrap()
+        .unwrap()
+        .copies
+        .into_iter()
+        .map(|c| c.remote)
+        .collect();
+    assert_eq!(copies, ["r", "second"]);
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    // Pushing again finds the committed copy, fetching nothing.
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    assert_eq!(
+        store.push(&[id], "second", &|_| {}).unwrap().already,
+        vec![id]
+    );
+    assert_eq!(state(&store, &id), "evicted");
+
+    assert!(store.remove_remote("second").unwrap());
+    let err = store.remote("second").unwrap_err();
+    assert!(matches!(err, Error::UnknownRemote { .. }), "{err}");
+    let err = store.push(&[id], "second", &|_| {}).unwrap_err();
+    assert!(matches!(err, Error::UnknownRemote { .. }), "{err}");
+}

@@ -31,7 +31,8 @@ pub struct PushReport {
 }
 
 impl Store {
-    /// Pushes `runs` (local ones) to remote `name`: uploads each run's files and artifacts,
+    /// Pushes `runs` to remote `name` (an evicted or remote-only run is fetched first, as
+    /// [`Store::open_run`] does, and stays local): uploads each run's files and artifacts,
     /// checks every object's size on the remote and every byte's sha256 on the way, commits the
     /// copy with its manifest, and records it in the index. A run that fails is reported and
     /// the others go on; rerunning resumes, skipping objects already there.
@@ -71,7 +72,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Pushes run `id` if it is local.
+    /// Pushes run `id`, making it local first; `None` when its committed copy was already on
+    /// the remote (checked), else bytes uploaded.
     fn push_checked(
         &self,
         remote: &dyn Remote,
@@ -84,32 +86,28 @@ impl Store {
                 given: id.to_hex(),
                 reason: "no such run in the index",
             }),
-            Some(rec) if rec.state != Availability::Local => Err(Error::NotLocal {
-                identity: *id,
-                state: rec.state.as_str(),
-            }),
+            Some(_) if has_whole_copy(remote, id)? => Ok(None),
+            Some(rec) if rec.state != Availability::Local => {
+                // Evicted or remote-only: its bytes come back first (refused when on-demand
+                // fetching is off), then go up like a local run's.
+                self.make_local(id)?;
+                let rec = index.get(id)?.ok_or_else(|| Error::InvalidReference {
+                    given: id.to_hex(),
+                    reason: "no such run in the index",
+                })?;
+                self.push_one(remote, &rec, progress)
+            }
             Some(rec) => self.push_one(remote, &rec, progress),
         }
     }
 
-    /// Pushes one run; `None` when its committed copy was already there, else bytes uploaded.
+    /// Pushes one local run that has no committed copy on `remote`; returns bytes uploaded.
     fn push_one(
         &self,
         remote: &dyn Remote,
         rec: &RunRecord,
         progress: Progress<'_>,
     ) -> Result<Option<u64>> {
-        if let Some(m) = read_manifest(remote, &rec.identity)? {
-            let wrong = check_copy(remote, &m, false)?;
-            return match wrong.first() {
-                None => Ok(None),
-                Some(w) => Err(remote_error(
-                    remote.name(),
-                    &manifest_key(&rec.identity),
-                    format!("the committed copy is damaged ({w}); run verify --remote"),
-                )),
-            };
-        }
         let dir = self.root().join(&rec.location);
         let mut bytes = 0u64;
         let mut files = Vec::new();
@@ -193,6 +191,22 @@ impl Store {
             }
         }
         Ok(Some(bytes))
+    }
+}
+
+/// Whether `remote` holds a committed copy of run `identity` with every object at its size; an
+/// error when the committed copy is damaged.
+fn has_whole_copy(remote: &dyn Remote, identity: &Identity) -> Result<bool> {
+    let Some(m) = read_manifest(remote, identity)? else {
+        return Ok(false);
+    };
+    match check_copy(remote, &m, false)?.first() {
+        None => Ok(true),
+        Some(w) => Err(remote_error(
+            remote.name(),
+            &manifest_key(identity),
+            format!("the committed copy is damaged ({w}); run verify --remote"),
+        )),
     }
 }
 
