@@ -503,7 +503,7 @@ impl Store {
 }
 
 /// The record of `identity`, or of the run re-keyed away from it.
-fn lookup(index: &Index, identity: &Identity) -> Result<Option<RunRecord>> {
+pub(crate) fn lookup(index: &Index, identity: &Identity) -> Result<Option<RunRecord>> {
     match index.get(identity)? {
         Some(rec) => Ok(Some(rec)),
         None => match index.alias(identity)? {

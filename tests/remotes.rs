@@ -1,6 +1,8 @@
 //! One suite run against both remotes: a `dir` remote in a temporary directory and an `s3`
 //! remote on a real SeaweedFS server on 127.0.0.1 (tests/support/seaweed.rs).
 
+#[path = "support/lying_proxy.rs"]
+mod lying_proxy;
 #[path = "support/seaweed.rs"]
 mod seaweed;
 
@@ -359,6 +361,51 @@ fn the_s3_server_honors_conditional_writes_so_the_probe_passes() {
     assert_eq!(r.get_range("k", 0..1).unwrap(), b"1");
 }
 
+#[test]
+fn a_server_ignoring_conditional_writes_is_refused_when_added_or_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(RemoteSpec::S3(honest)) = spec(Kind::S3, tmp.path()) else {
+        return;
+    };
+    // The real server is up (and honors conditional writes) ...
+    let _ = store(tmp.path(), &RemoteSpec::S3(honest.clone()));
+    // ... but behind the proxy a refused conditional PUT is answered 200, as Garage 2.5.0 does.
+    let proxy = lying_proxy::start(&seaweed::server().unwrap().endpoint);
+    let lying = RemoteSpec::S3(honest.endpoint(&proxy));
+    let root = tmp.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let err = store.add_remote("garage", lying.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("ignores conditional writes"),
+        "{err}"
+    );
+    assert!(
+        store.remotes().unwrap().is_empty(),
+        "nothing was configured"
+    );
+    assert!(
+        !root
+            .join(cairn::store::META_DIR)
+            .join(cairn::remote::REMOTES_FILE)
+            .exists()
+    );
+    let given = Store::builder(&root)
+        .remote("garage", lying)
+        .open()
+        .unwrap();
+    let err = given.remote("garage").unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { remote, reason, .. }
+            if remote == "garage" && reason.contains("ignores conditional writes")),
+        "{err}"
+    );
+    let err = given.push(&[], "garage", &|_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("ignores conditional writes"),
+        "{err}"
+    );
+}
+
 both!(a_damaged_copy_is_never_fetched_over_the_husk);
 fn a_damaged_copy_is_never_fetched_over_the_husk(kind: Kind) {
     let tmp = tempfile::tempdir().unwrap();
@@ -499,4 +546,181 @@ fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
     let (_, text) = cairn(&["whereis", &hex[..8]]);
     assert!(!text.contains("verified"), "{text}");
     assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(2));
+}
+
+both!(two_pushers_of_different_large_files_never_clobber_each_other);
+/// Two stores hold the same runs (same identities) with different bytes in a file above the
+/// multipart threshold, and push them to one remote at the same moment. Whichever manifest
+/// commits first, the objects it names hold its bytes: every copy verifies whole, and a third
+/// store fetches one pusher's bytes, never a mix.
+fn two_pushers_of_different_large_files_never_clobber_each_other(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let size = (16 << 20) + 4096;
+    let pushers = [
+        store(&tmp.path().join("a"), &spec),
+        store(&tmp.path().join("b"), &spec),
+    ];
+    // The same run directories in both stores (id.json and model.json byte for byte), with
+    // different bytes in the large file.
+    let mut ids = Vec::new();
+    for i in 0..3u8 {
+        let model = Model::new("big")
+            .with_config(&serde_json::json!({ "i": i }))
+            .unwrap();
+        let run = pushers[0].get_or_create(&model).unwrap();
+        let other = tmp.path().join("b").join(run.location());
+        std::fs::create_dir_all(&other).unwrap();
+        for f in ["id.json", "model.json"] {
+            std::fs::copy(run.path().join(f), other.join(f)).unwrap();
+        }
+        std::fs::write(run.data_dir().join("weights.bin"), vec![1 + 2 * i; size]).unwrap();
+        std::fs::write(other.join("weights.bin"), vec![2 + 2 * i; size]).unwrap();
+        ids.push(run.identity());
+    }
+    pushers[1].reindex(false, &|_| {}).unwrap();
+    let barrier = std::sync::Barrier::new(pushers.len());
+    let reports: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pushers
+            .iter()
+            .map(|s| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    s.push(&ids, "r", &|_| {}).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // A pusher may lose a race cleanly (the dir remote creates every file create-if-absent,
+    // so the second writer of a path is refused); it never replaces the other's bytes.
+    for r in &reports {
+        for (_, e) in &r.failed {
+            assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+        }
+    }
+    let report = pushers[0].verify_remote("r").unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.good, ids.len());
+
+    let third = store(&tmp.path().join("c"), &spec);
+    assert_eq!(
+        third.reindex_remote("r").unwrap().discovered.len(),
+        ids.len()
+    );
+    for (i, id) in ids.iter().enumerate() {
+        third.fetch(id, Some("r"), &|_| {}).unwrap();
+        let run = third.get(id).unwrap().unwrap();
+        let got = std::fs::read(run.data_dir().join("weights.bin")).unwrap();
+        assert_eq!(got.len(), size);
+        let fill = got[0];
+        assert!(fill == 1 + i as u8 * 2 || fill == 2 + i as u8 * 2, "{fill}");
+        assert!(
+            got.iter().all(|&b| b == fill),
+            "a mix of both pushers' bytes"
+        );
+    }
+}
+
+both!(opening_an_evicted_or_remote_runs_data_fetches_it);
+/// `open_run` hands back a run whose data directory holds its files: an evicted run is fetched
+/// first, and so is a run known only from a remote; with on-demand fetching off it is refused
+/// and nothing changes. `get` returns the husk as it is.
+fn opening_an_evicted_or_remote_runs_data_fetches_it(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let local = store(&root, &spec);
+    let (id, _, _, _) = populated(&local, 1000);
+    let metrics = std::path::Path::new("sub/metrics.csv");
+    local.push(&[id], "r", &|_| {}).unwrap();
+    local.evict(&id, &EvictOptions::default()).unwrap();
+    let husk = local.get(&id).unwrap().unwrap();
+    assert!(!husk.data_dir().join(metrics).exists());
+
+    let off = Store::builder(&root)
+        .remote("r", spec.clone())
+        .fetch_on_demand(false)
+        .open()
+        .unwrap();
+    let err = off.open_run(&id).unwrap_err();
+    assert!(
+        matches!(err, Error::NotLocal { identity, .. } if identity == id),
+        "{err}"
+    );
+    assert_eq!(state(&local, &id), "evicted");
+    assert!(!husk.data_dir().join(metrics).exists());
+
+    let run = local.open_run(&id).unwrap().unwrap();
+    assert_eq!(run.identity(), id);
+    assert_eq!(
+        std::fs::read(run.data_dir().join(metrics)).unwrap(),
+        b"step,loss\n1,0.5\n"
+    );
+    assert_eq!(state(&local, &id), "local");
+
+    let other = store(&tmp.path().join("other"), &spec);
+    other.reindex_remote("r").unwrap();
+    assert_eq!(state(&other, &id), "remote");
+    let run = other.open_run(&id).unwrap().unwrap();
+    assert!(run.data_dir().join(metrics).exists());
+    assert_eq!(state(&other, &id), "local");
+    assert!(
+        other
+            .open_run(&Identity::from_bytes([7; 32]))
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// An evicted run pushed to a second remote is fetched from the first and pushed; a remote
+/// removed with `remove_remote` is gone from the handle that had opened it.
+#[test]
+fn an_evicted_run_goes_to_a_second_remote_and_a_removed_remote_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = spec(Kind::Dir, tmp.path()).unwrap();
+    let root = tmp.path().join("store");
+    let store = store(&root, &first);
+    let (id, bytes, fs_id, _) = populated(&store, 5000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    store
+        .add_remote(
+            "second",
+            RemoteSpec::Dir {
+                path: tmp.path().join("second"),
+            },
+        )
+        .unwrap();
+    let report = store.push(&[id], "second", &|_| {}).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.pushed, vec![id]);
+    let copies: Vec<_> = store
+        .whereis(&id)
+        .unwrap()
+        .unwrap()
+        .copies
+        .into_iter()
+        .map(|c| c.remote)
+        .collect();
+    assert_eq!(copies, ["r", "second"]);
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    // Pushing again finds the committed copy, fetching nothing.
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    assert_eq!(
+        store.push(&[id], "second", &|_| {}).unwrap().already,
+        vec![id]
+    );
+    assert_eq!(state(&store, &id), "evicted");
+
+    assert!(store.remove_remote("second").unwrap());
+    let err = store.remote("second").unwrap_err();
+    assert!(matches!(err, Error::UnknownRemote { .. }), "{err}");
+    let err = store.push(&[id], "second", &|_| {}).unwrap_err();
+    assert!(matches!(err, Error::UnknownRemote { .. }), "{err}");
 }

@@ -263,7 +263,7 @@ impl Store {
     }
 
     /// Removes remote `name` from `.cairn/remotes.json`; returns false when it was not there.
-    /// The index forgets its copies.
+    /// The index forgets its copies, and this handle forgets the remote if it had opened it.
     pub fn remove_remote(&self, name: &str) -> Result<bool> {
         let mut cfg = read_config(self.root())?;
         if cfg.remotes.remove(name).is_none() {
@@ -271,6 +271,11 @@ impl Store {
         }
         cfg.format = 1;
         write_config(self.root(), &cfg)?;
+        self.remotes
+            .opened
+            .lock()
+            .expect("remotes lock")
+            .remove(name);
         super::copies::forget_remote(self.index()?, name)?;
         Ok(true)
     }

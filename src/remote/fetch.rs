@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
 use super::{
-    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, file_key, read_manifest,
-    remote_error,
+    EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, read_manifest,
+    remote_error, run_file_key,
 };
 use crate::artifact::record::ResourceRecord;
 use crate::artifact::{Backend, sidecar, tables};
@@ -17,7 +17,7 @@ use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::index::{Availability, RunRecord};
-use crate::store::{META_DIR, Store};
+use crate::store::{META_DIR, Run, Store};
 
 /// What a fetch of several runs did.
 #[derive(Debug, Default)]
@@ -57,6 +57,16 @@ impl Store {
                 Ok(f.bytes)
             }
         }
+    }
+
+    /// Opens run `identity` (or the run re-keyed away from it) with its data present: an
+    /// `evicted` or `remote` run is fetched first from the remotes holding a copy, unless
+    /// on-demand fetching is off ([`StoreBuilder::fetch_on_demand`](crate::StoreBuilder::fetch_on_demand)),
+    /// which gives [`Error::NotLocal`]. [`Store::get`] never fetches: it returns an evicted
+    /// run's husk as it is. `None` when the index has no such run.
+    pub fn open_run(&self, identity: &Identity) -> Result<Option<Run>> {
+        self.make_local(identity)?;
+        self.get(identity)
     }
 
     /// Fetches `runs` as [`Store::fetch`] does, several at once, and records them in the index
@@ -245,7 +255,7 @@ impl Store {
             durable::create_dir_all(&dir)?;
             download(
                 remote,
-                &file_key(&m.location, &f.path),
+                &run_file_key(remote, &m.location, f),
                 &dest,
                 f.size,
                 &f.sha256,

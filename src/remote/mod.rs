@@ -96,6 +96,13 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
 
     /// Deletes the object at `key`; absent is fine.
     fn delete(&self, key: &str) -> Result<()>;
+
+    /// Run files larger than this many bytes are stored content-addressed (at
+    /// [`artifact_key`] of their sha256) instead of at their path, because this remote cannot
+    /// write objects that large create-if-absent. `None`: every run file is at its path.
+    fn content_addressed_above(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A whole small object, or `None`.
@@ -109,7 +116,8 @@ pub(crate) fn manifest_key(identity: &Identity) -> String {
     format!("{META_PREFIX}/manifests/{identity}.json")
 }
 
-/// The key of artifact bytes with this sha256 (lowercase hex).
+/// The key of artifact bytes (and of content-addressed run files) with this sha256
+/// (lowercase hex).
 pub(crate) fn artifact_key(sha256: &str) -> String {
     format!("{META_PREFIX}/artifacts/{}/{sha256}", &sha256[..2])
 }
@@ -120,6 +128,19 @@ pub(crate) fn file_key(location: &str, path: &str) -> String {
         path.to_owned()
     } else {
         format!("{location}/{path}")
+    }
+}
+
+/// The key of run file `f` of the copy at `location`: content-addressed when `remote` keeps
+/// files of its size that way (FORMAT.md §8.3), else [`file_key`].
+pub(crate) fn run_file_key(remote: &dyn Remote, location: &str, f: &ManifestFile) -> String {
+    if remote
+        .content_addressed_above()
+        .is_some_and(|max| f.size > max)
+    {
+        artifact_key(&f.sha256)
+    } else {
+        file_key(location, &f.path)
     }
 }
 
@@ -167,15 +188,19 @@ impl Store {
         }))
     }
 
-    /// Before reading the bytes of resource `res`: fetches its run when the run is evicted or
-    /// remote and on-demand fetching is on (an error naming the run when it is off). Inline
-    /// bytes never leave the index, so they need nothing.
+    /// Before reading the bytes of resource `res`: makes its run local ([`Store::open_run`]'s
+    /// rule). Inline bytes never leave the index, so they need nothing.
     pub(crate) fn ensure_local(&self, res: &crate::artifact::ResourceRecord) -> Result<()> {
         if res.backend == crate::artifact::Backend::Inline {
             return Ok(());
         }
-        let identity = &res.run;
-        let Some(rec) = self.index()?.get(identity)? else {
+        self.make_local(&res.run)
+    }
+
+    /// Fetches run `identity` when the index has it `evicted` or `remote` and on-demand
+    /// fetching is on; an [`Error::NotLocal`] naming the run when it is off.
+    pub(crate) fn make_local(&self, identity: &Identity) -> Result<()> {
+        let Some(rec) = crate::store::lookup(self.index()?, identity)? else {
             return Ok(());
         };
         if rec.state == Availability::Local {
@@ -183,11 +208,11 @@ impl Store {
         }
         if !self.remotes.fetch_on_demand {
             return Err(Error::NotLocal {
-                identity: *identity,
+                identity: rec.identity,
                 state: rec.state.as_str(),
             });
         }
-        self.fetch(identity, None, &|_| {}).map(drop)
+        self.fetch(&rec.identity, None, &|_| {}).map(drop)
     }
 }
 
@@ -282,7 +307,7 @@ pub(crate) fn check_copy(remote: &dyn Remote, m: &Manifest, hashes: bool) -> Res
     let objects = m
         .files
         .iter()
-        .map(|f| (file_key(&m.location, &f.path), f.size, &f.sha256))
+        .map(|f| (run_file_key(remote, &m.location, f), f.size, &f.sha256))
         .chain(
             m.artifacts
                 .iter()

@@ -31,7 +31,8 @@ pub struct PushReport {
 }
 
 impl Store {
-    /// Pushes `runs` (local ones) to remote `name`: uploads each run's files and artifacts,
+    /// Pushes `runs` to remote `name` (an evicted or remote-only run is fetched first, as
+    /// [`Store::open_run`] does, and stays local): uploads each run's files and artifacts,
     /// checks every object's size on the remote and every byte's sha256 on the way, commits the
     /// copy with its manifest, and records it in the index. A run that fails is reported and
     /// the others go on; rerunning resumes, skipping objects already there.
@@ -71,7 +72,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Pushes run `id` if it is local.
+    /// Pushes run `id`, making it local first; `None` when its committed copy was already on
+    /// the remote (checked), else bytes uploaded.
     fn push_checked(
         &self,
         remote: &dyn Remote,
@@ -84,32 +86,28 @@ impl Store {
                 given: id.to_hex(),
                 reason: "no such run in the index",
             }),
-            Some(rec) if rec.state != Availability::Local => Err(Error::NotLocal {
-                identity: *id,
-                state: rec.state.as_str(),
-            }),
+            Some(_) if has_whole_copy(remote, id)? => Ok(None),
+            Some(rec) if rec.state != Availability::Local => {
+                // Evicted or remote-only: its bytes come back first (refused when on-demand
+                // fetching is off), then go up like a local run's.
+                self.make_local(id)?;
+                let rec = index.get(id)?.ok_or_else(|| Error::InvalidReference {
+                    given: id.to_hex(),
+                    reason: "no such run in the index",
+                })?;
+                self.push_one(remote, &rec, progress)
+            }
             Some(rec) => self.push_one(remote, &rec, progress),
         }
     }
 
-    /// Pushes one run; `None` when its committed copy was already there, else bytes uploaded.
+    /// Pushes one local run that has no committed copy on `remote`; returns bytes uploaded.
     fn push_one(
         &self,
         remote: &dyn Remote,
         rec: &RunRecord,
         progress: Progress<'_>,
     ) -> Result<Option<u64>> {
-        if let Some(m) = read_manifest(remote, &rec.identity)? {
-            let wrong = check_copy(remote, &m, false)?;
-            return match wrong.first() {
-                None => Ok(None),
-                Some(w) => Err(remote_error(
-                    remote.name(),
-                    &manifest_key(&rec.identity),
-                    format!("the committed copy is damaged ({w}); run verify --remote"),
-                )),
-            };
-        }
         let dir = self.root().join(&rec.location);
         let mut bytes = 0u64;
         let mut files = Vec::new();
@@ -196,8 +194,25 @@ impl Store {
     }
 }
 
+/// Whether `remote` holds a committed copy of run `identity` with every object at its size; an
+/// error when the committed copy is damaged.
+fn has_whole_copy(remote: &dyn Remote, identity: &Identity) -> Result<bool> {
+    let Some(m) = read_manifest(remote, identity)? else {
+        return Ok(false);
+    };
+    match check_copy(remote, &m, false)?.first() {
+        None => Ok(true),
+        Some(w) => Err(remote_error(
+            remote.name(),
+            &manifest_key(identity),
+            format!("the committed copy is damaged ({w}); run verify --remote"),
+        )),
+    }
+}
+
 /// Uploads one run file unless its key exists; returns (size, sha256, bytes sent). An existing
-/// object must hold the same bytes (streamed back and hashed), else the push stops there.
+/// object must hold the same bytes (streamed back and hashed), else the push stops there. A
+/// file the remote keeps content-addressed is hashed first, to name its key.
 fn put_file(
     remote: &dyn Remote,
     key: &str,
@@ -206,6 +221,12 @@ fn put_file(
 ) -> Result<(u64, String, u64)> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if remote
+        .content_addressed_above()
+        .is_some_and(|max| size > max)
+    {
+        return put_content_addressed(remote, f, path, size, progress);
+    }
     let mut r = HashingReader::new(f);
     match remote.put_stream(key, &mut r, size, progress)? {
         Put::Created => {
@@ -236,6 +257,45 @@ fn put_file(
             }
         }
     }
+}
+
+/// Uploads a large run file `f` (of `size` bytes, at `path`) to the key of its sha256: two
+/// pushers of different bytes write different keys, and their manifests decide which copy
+/// stands. Returns (size, sha256, bytes sent).
+fn put_content_addressed(
+    remote: &dyn Remote,
+    mut f: File,
+    path: &Path,
+    size: u64,
+    progress: Progress<'_>,
+) -> Result<(u64, String, u64)> {
+    let mut hashing = HashingReader::new(&mut f);
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io("read", path, e))?;
+    let sha256 = hashing.finish();
+    let key = artifact_key(&sha256);
+    if remote.size(&key)? == Some(size) {
+        return Ok((size, sha256, 0));
+    }
+    std::io::Seek::rewind(&mut f).map_err(|e| Error::io("seek", path, e))?;
+    let mut r = HashingReader::new(f);
+    let put = remote.put_stream(&key, &mut r, size, progress)?;
+    if put == Put::Created && r.finish() != sha256 {
+        let _ = remote.delete(&key);
+        return Err(remote_error(
+            remote.name(),
+            &key,
+            format!("{} changed while it was pushed", path.display()),
+        ));
+    }
+    let got = remote.size(&key)?;
+    if got != Some(size) {
+        return Err(remote_error(
+            remote.name(),
+            &key,
+            format!("holds {got:?} bytes after upload, expected {size}"),
+        ));
+    }
+    Ok((size, sha256, if put == Put::Created { size } else { 0 }))
 }
 
 /// The regular files of a run directory, relative and `/`-separated, sorted. Symbolic links

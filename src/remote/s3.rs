@@ -3,8 +3,9 @@
 //!
 //! Small objects are written with one conditional PUT (`If-None-Match: *`). Large ones go up as
 //! a multipart upload, which S3 cannot make conditional: they are only ever content-addressed
-//! artifact bytes or run files whose sha256 the manifest records, so a concurrent writer can
-//! only store the same bytes, and an interrupted upload is never completed (it never appears).
+//! (artifact bytes, and run files above [`MULTIPART_THRESHOLD`], see
+//! [`Remote::content_addressed_above`]), so a concurrent writer can only store the same bytes,
+//! and an interrupted upload is never completed (it never appears).
 //! Opening a remote probes that the server honors conditional writes and refuses it otherwise.
 
 use std::io::{Read, Write};
@@ -285,5 +286,9 @@ impl Remote for S3Remote {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(key, e)),
         }
+    }
+
+    fn content_addressed_above(&self) -> Option<u64> {
+        Some(MULTIPART_THRESHOLD)
     }
 }
