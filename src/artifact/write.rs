@@ -310,11 +310,14 @@ impl<'s> ResourceWriter<'s> {
             ));
         }
         self.flush_chunk()?;
+        if let Some(tmp) = &self.tmp {
+            // Before joining the hashing thread: it finishes the last chunks during the fsync.
+            durable::sync_file(&self.file, tmp)?;
+        }
         let sha256 = self.pipe.take().expect("open until commit").finish();
         let payload = match self.backend {
             Backend::Filesystem => {
                 let tmp = self.tmp.clone().expect("filesystem writers stage a file");
-                durable::sync_file(&self.file, &tmp)?;
                 let dest = publish(&self.root, &tmp, self.file_id)?;
                 self.tmp = None;
                 Payload::File(dest)
