@@ -5,7 +5,8 @@
 //!    into a page-aligned buffer (and, for the record, into a plain `Vec`);
 //! 3. 10,000 artifacts of 4 KiB, inline and filesystem: create and read ops/s, beside cacache's
 //!    sync API doing the same writes and reads;
-//! 4. `migrate_artifacts` of 10,000 inline artifacts.
+//! 4. `migrate_artifacts` of 10,000 inline artifacts in batches, beside 1,000 in batches of one
+//!    row (the row-at-a-time design).
 //!
 //! `cargo bench --bench artifacts` (1 GiB; data under `target/bench-artifacts/`, deleted at
 //! the end). Without `--bench` (as under `cargo test --all-targets`) it checks the harness on
@@ -245,9 +246,12 @@ fn many(dir: &Path, n: usize) {
     );
 }
 
-fn migrate(dir: &Path, n: usize) {
-    println!("\n## 4. migrate_artifacts of {n} inline artifacts of 4 KiB");
-    let s = store(&dir.join("store-migrate"), Backend::Inline);
+/// Migrates `n` inline artifacts of 4 KiB in batches of `batch_rows`; returns rows/s.
+fn migrate_rate(dir: &Path, n: usize, batch_rows: usize) -> f64 {
+    let s = store(
+        &dir.join(format!("store-migrate-{batch_rows}")),
+        Backend::Inline,
+    );
     let r = run(&s);
     for i in 0..n {
         let mut d = data(4096);
@@ -256,15 +260,31 @@ fn migrate(dir: &Path, n: usize) {
     }
     let t = Instant::now();
     let report = s
-        .migrate_artifacts(&MigrateOptions::default(), &|_, _| {})
+        .migrate_artifacts(
+            &MigrateOptions::default().batch_rows(batch_rows),
+            &|_, _| {},
+        )
         .unwrap();
     let d = t.elapsed();
     assert_eq!(report.migrated as usize, n);
     println!(
-        "migrate: {n} rows in {:.2}s = {:.0} rows/s ({:.2} MB/s)",
+        "migrate, batches of {batch_rows}: {n} rows in {:.2}s = {:.0} rows/s ({:.2} MB/s)",
         secs(d),
         n as f64 / secs(d),
         report.bytes as f64 / secs(d) / 1e6
+    );
+    n as f64 / secs(d)
+}
+
+/// Batched migration of `n` rows beside the row-at-a-time baseline (batches of one row: one
+/// index transaction and every directory fsync per row) on `n_base` rows, in the same run.
+fn migrate(dir: &Path, n: usize, n_base: usize) {
+    println!("\n## 4. migrate_artifacts of inline artifacts of 4 KiB");
+    let base = migrate_rate(dir, n_base, 1);
+    let batched = migrate_rate(dir, n, MigrateOptions::default().batch_rows);
+    println!(
+        "migrate: batched {batched:.0} rows/s vs one row per batch {base:.0} rows/s: {:.1}x",
+        batched / base
     );
 }
 
@@ -292,7 +312,11 @@ fn main() {
         many(&dir, if bench { 10_000 } else { 50 });
     }
     if want("migrate") {
-        migrate(&dir, if bench { 10_000 } else { 50 });
+        if bench {
+            migrate(&dir, 10_000, 1_000);
+        } else {
+            migrate(&dir, 50, 10);
+        }
     }
     if bench {
         std::fs::remove_dir_all(&dir).unwrap();

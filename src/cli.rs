@@ -131,6 +131,9 @@ enum Command {
         /// Go on with the next row after a failure (default: stop).
         #[arg(long)]
         keep_going: bool,
+        /// Rows per batch to the filesystem (one index transaction each).
+        #[arg(long, default_value_t = cairn::artifact::DEFAULT_BATCH_ROWS)]
+        batch: usize,
     },
     /// Remotes (a directory mirror or an S3 bucket): add, ls, rm.
     #[command(subcommand)]
@@ -369,7 +372,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             to,
             inline_max,
             keep_going,
-        } => cmd_migrate(cli, *dry_run, to, *inline_max, *keep_going),
+            batch,
+        } => cmd_migrate(cli, *dry_run, to, *inline_max, *keep_going, *batch),
         Command::Gc { dry_run, grace } => cmd_gc(cli, *dry_run, *grace),
         Command::Remote(rc) => cmd_remote(cli, rc),
         Command::Push {
@@ -986,6 +990,7 @@ fn cmd_migrate(
     to: &str,
     inline_max: u64,
     keep_going: bool,
+    batch: usize,
 ) -> Result<(), Failure> {
     use cairn::artifact::{Backend, MigrateOptions};
     let to = Backend::parse(to)
@@ -995,6 +1000,7 @@ fn cmd_migrate(
         .to(to)
         .inline_max(inline_max)
         .keep_going(keep_going)
+        .batch_rows(batch)
         .dry_run(dry_run);
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(

@@ -64,6 +64,13 @@ fn parent_dir(path: &Path) -> &Path {
 /// Replaces `path` atomically with `bytes`: a reader sees the old file or the new, never a mix,
 /// and after return the new content survives a crash.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_file_unsynced_dir(path, bytes)?;
+    sync_dir(parent_dir(path))
+}
+
+/// [`replace_file`] without the final directory fsync: the new content is durable, and the
+/// swap is once the caller fsyncs the directory (one fsync for many files in it).
+pub(crate) fn replace_file_unsynced_dir(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
@@ -74,8 +81,7 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result?;
-    sync_dir(dir)
+    result
 }
 
 /// Named failpoints for crash and fault tests (feature `failpoints`).
@@ -83,7 +89,8 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),
 /// `enospc` (the same as ENOSPC) or `abort` (kill the process on the spot, as a crash would).
 /// `action@N` fires only from the N-th time the point is reached (1-based) in this process, so a
-/// fault can hit in the middle of a batch. Without the feature this compiles to nothing.
+/// fault can hit in the middle of a batch; `action@N-M` only from the N-th to the M-th time. Without
+/// the feature this compiles to nothing.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) -> Result<()> {
     let Ok(spec) = std::env::var("CAIRN_FAILPOINTS") else {
@@ -96,9 +103,13 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
         if point != name {
             continue;
         }
-        let (action, from) = match action.split_once('@') {
-            Some((a, n)) => (a, n.parse::<u64>().unwrap_or(1)),
-            None => (action, 1),
+        let (action, from, to) = match action.split_once('@') {
+            Some((a, range)) => {
+                let (n, m) = range.split_once('-').unwrap_or((range, ""));
+                let n = n.parse::<u64>().unwrap_or(1);
+                (a, n, m.parse::<u64>().unwrap_or(u64::MAX))
+            }
+            None => (action, 1, u64::MAX),
         };
         static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
         let hit = {
@@ -114,7 +125,7 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
                 }
             }
         };
-        if hit < from {
+        if hit < from || hit > to {
             return Ok(());
         }
         return match action {

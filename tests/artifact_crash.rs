@@ -234,16 +234,25 @@ fn enospc_in_the_middle_of_a_migration_leaves_that_row_untouched_and_a_rerun_com
 fn a_crash_at_any_step_of_a_migration_loses_nothing_and_a_rerun_completes() {
     for step in [
         "artifact.write",
+        "durable.fsync",
         "artifact.before_rename",
+        "durable.fsync_dir",
         "artifact.before_record",
+        "durable.before_rename",
         "artifact.after_sidecar",
         "index.before_commit",
     ] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (run, rows) = inline_store(root, 4);
+        // Batches of two: per-batch steps (the directory fsyncs, the commit) hit the second
+        // batch, after the first one committed.
         let fp = format!("{step}=abort@2");
-        let out = cairn(root, &["migrate"], &[("CAIRN_FAILPOINTS", &fp)]);
+        let out = cairn(
+            root,
+            &["migrate", "--batch", "2"],
+            &[("CAIRN_FAILPOINTS", &fp)],
+        );
         assert!(!out.status.success(), "{step}: the crash happened");
         let contents: Vec<&[u8]> = rows.iter().map(|(_, d)| &d[..]).collect();
         assert_consistent(root, run.path(), &contents);
@@ -269,4 +278,112 @@ fn a_crash_at_any_step_of_a_migration_loses_nothing_and_a_rerun_completes() {
             "{step}"
         );
     }
+}
+
+#[test]
+fn one_row_failing_in_the_middle_of_a_batch_leaves_that_row_alone_and_the_batch_commits() {
+    for fp in [
+        // The fourth row's file write, in id order.
+        "artifact.write=enospc@4-4",
+        // One of the data fsyncs, which run concurrently: which row is not known in advance.
+        "durable.fsync=error@3-3",
+        // The fifth rename into a shard.
+        "artifact.before_rename=error@5-5",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (run, rows) = inline_store(root, 8);
+        let out = cairn(
+            root,
+            &["--json", "migrate", "--keep-going", "--batch", "8"],
+            &[("CAIRN_FAILPOINTS", fp)],
+        );
+        assert_eq!(out.status.code(), Some(1), "{fp}: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let summary = lines.last().unwrap();
+        assert_eq!(summary["migrated"], 7, "{fp}: {stdout}");
+        assert_eq!(summary["failed"], 1, "{fp}: {stdout}");
+        let failed_id: uuid::Uuid = lines[0]["failed"].as_str().unwrap().parse().unwrap();
+        if fp.starts_with("artifact.write") {
+            assert_eq!(failed_id, rows[3].0, "{fp}: the fourth row in id order");
+        }
+        let store = open(root);
+        for (id, data) in &rows {
+            let want = if *id == failed_id {
+                Backend::Inline
+            } else {
+                Backend::Filesystem
+            };
+            assert_eq!(
+                store.get_resource(*id).unwrap().unwrap().backend,
+                want,
+                "{fp}"
+            );
+            assert_eq!(&*store.read_resource_data(*id).unwrap(), &data[..]);
+        }
+        let beside: Vec<_> = sidecars(run.path())
+            .into_iter()
+            .filter(|r| r.id == failed_id)
+            .collect();
+        assert_eq!(beside.len(), 1);
+        assert_eq!(
+            beside[0].backend,
+            Backend::Inline,
+            "{fp}: record beside the run restored"
+        );
+        let fs_root = store.artifact_fs_root();
+        assert_eq!(
+            shard_files(&fs_root).len(),
+            7,
+            "{fp}: the failed row left no file"
+        );
+        assert_eq!(
+            std::fs::read_dir(fs_root.join(".staging")).unwrap().count(),
+            0
+        );
+        drop(store);
+        let contents: Vec<&[u8]> = rows.iter().map(|(_, d)| &d[..]).collect();
+        assert_consistent(root, run.path(), &contents);
+        let out = cairn(root, &["--json", "migrate"], &[]);
+        assert!(out.status.success(), "{fp}: {out:?}");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["migrated"], 1);
+        assert_eq!(summary["skipped"], 7);
+    }
+}
+
+#[test]
+fn a_failed_batch_commit_restores_every_record_beside_the_run_and_removes_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (run, rows) = inline_store(root, 5);
+    let out = cairn(
+        root,
+        &["--json", "migrate", "--keep-going"],
+        // Just before the batch's transaction (opening the store commits its own).
+        &[("CAIRN_FAILPOINTS", "artifact.after_sidecar=error")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["migrated"], 0, "{stdout}");
+    assert_eq!(summary["failed"], 5, "{stdout}");
+    let store = open(root);
+    for (id, data) in &rows {
+        assert_eq!(
+            store.get_resource(*id).unwrap().unwrap().backend,
+            Backend::Inline
+        );
+        assert_eq!(&*store.read_resource_data(*id).unwrap(), &data[..]);
+    }
+    assert!(
+        sidecars(run.path())
+            .iter()
+            .all(|r| r.backend == Backend::Inline)
+    );
+    assert!(shard_files(&store.artifact_fs_root()).is_empty());
 }

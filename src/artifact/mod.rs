@@ -33,7 +33,7 @@ pub use buf::AlignedBuf;
 pub use check::{ResourceFinding, ResourceFindingKind, ResourceReport};
 pub use config::{BACKEND_VAR, DEFAULT_FS_ROOT, FS_ROOT_VAR, parse_env_bytes};
 pub use gc::{GcOptions, GcReport};
-pub use migrate::{MigrateFailure, MigrateOptions, MigrateReport};
+pub use migrate::{DEFAULT_BATCH_ROWS, MigrateFailure, MigrateOptions, MigrateReport};
 pub use read::{MMAP_THRESHOLD, ResourceData, ResourceReader};
 pub use record::{Backend, ResourceRecord};
 pub use sidecar::SIDECAR_DIR;

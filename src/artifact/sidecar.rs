@@ -28,6 +28,18 @@ pub(crate) fn write(run_dir: &Path, rec: &ResourceRecord) -> Result<()> {
     durable::replace_file(&path(run_dir, rec.id), &rec.encode())
 }
 
+/// [`write`] without the directory fsync: the file is durable, its name once the caller calls
+/// [`sync_dir`] (one fsync for many records of a run).
+pub(crate) fn write_unsynced_dir(run_dir: &Path, rec: &ResourceRecord) -> Result<()> {
+    durable::create_dir_all(&run_dir.join(SIDECAR_DIR))?;
+    durable::replace_file_unsynced_dir(&path(run_dir, rec.id), &rec.encode())
+}
+
+/// fsyncs the record directory of `run_dir`.
+pub(crate) fn sync_dir(run_dir: &Path) -> Result<()> {
+    durable::sync_dir(&run_dir.join(SIDECAR_DIR))
+}
+
 /// Removes the record file of `id`, durably; absent is fine.
 pub(crate) fn remove(run_dir: &Path, id: Uuid) -> Result<()> {
     let p = path(run_dir, id);

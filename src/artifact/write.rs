@@ -85,13 +85,14 @@ pub(crate) fn write_file(root: &Path, file_id: Uuid, bytes: &[u8]) -> Result<Pat
 }
 
 /// A fresh staging path under `root/.staging/`, the directories created.
-fn staging_path(root: &Path, file_id: Uuid) -> Result<PathBuf> {
+pub(crate) fn staging_path(root: &Path, file_id: Uuid) -> Result<PathBuf> {
     let dir = root.join(STAGING_DIR);
     durable::create_dir_all(&dir)?;
     Ok(dir.join(format!("{file_id}.{}", Uuid::new_v4().simple())))
 }
 
-fn create_new(path: &Path) -> Result<File> {
+/// Creates `path`, which must not exist, for reading and writing.
+pub(crate) fn create_new(path: &Path) -> Result<File> {
     OpenOptions::new()
         .write(true)
         .read(true)
@@ -102,12 +103,18 @@ fn create_new(path: &Path) -> Result<File> {
 
 /// Renames a durable staging file into its shard and makes the entry durable.
 fn publish(root: &Path, tmp: &Path, file_id: Uuid) -> Result<PathBuf> {
+    let dest = rename_into_shard(root, tmp, file_id)?;
+    durable::sync_dir(dest.parent().expect("a shard"))?;
+    Ok(dest)
+}
+
+/// Renames a durable staging file into its shard (created durably if new). The entry is durable
+/// only once the caller fsyncs the shard directory.
+pub(crate) fn rename_into_shard(root: &Path, tmp: &Path, file_id: Uuid) -> Result<PathBuf> {
     let dest = file_path(root, file_id);
-    let shard = dest.parent().expect("a shard");
-    durable::create_dir_all(shard)?;
+    durable::create_dir_all(dest.parent().expect("a shard"))?;
     failpoint("artifact.before_rename")?;
     fs::rename(tmp, &dest).map_err(|e| Error::io("rename", tmp, e))?;
-    durable::sync_dir(shard)?;
     Ok(dest)
 }
 
@@ -303,11 +310,14 @@ impl<'s> ResourceWriter<'s> {
             ));
         }
         self.flush_chunk()?;
+        if let Some(tmp) = &self.tmp {
+            // Before joining the hashing thread: it finishes the last chunks during the fsync.
+            durable::sync_file(&self.file, tmp)?;
+        }
         let sha256 = self.pipe.take().expect("open until commit").finish();
         let payload = match self.backend {
             Backend::Filesystem => {
                 let tmp = self.tmp.clone().expect("filesystem writers stage a file");
-                durable::sync_file(&self.file, &tmp)?;
                 let dest = publish(&self.root, &tmp, self.file_id)?;
                 self.tmp = None;
                 Payload::File(dest)
