@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::buf::AlignedBuf;
 use super::record::ResourceRecord;
-use super::write::CHUNK;
+use super::write::{CHUNK, sha256_hex};
 use crate::error::{Error, Result};
 
 /// Files at least this large are mapped by [`ResourceReader`]; smaller ones are read.
@@ -83,7 +83,7 @@ pub(crate) fn read_mapped_verified(
             map.len().to_string(),
         ));
     }
-    check_hash(rec, hex::encode(Sha256::digest(&map[..])))?;
+    check_hash(rec, sha256_hex(&map[..]))?;
     Ok(ResourceData(Data::Mapped(map)))
 }
 
@@ -152,7 +152,7 @@ pub(crate) fn read_file(
     let mut buf = AlignedBuf::zeroed(len);
     file.read_exact(buf.as_mut_slice())
         .map_err(|e| Error::io("read", path, e))?;
-    let sha = verify.then(|| hex::encode(Sha256::digest(&*buf)));
+    let sha = verify.then(|| sha256_hex(&buf));
     Ok((buf, sha))
 }
 
@@ -249,8 +249,8 @@ impl ResourceReader {
     /// Checks the bytes against the record's sha256 (an error naming the resource if not).
     pub fn verify(&self) -> Result<()> {
         let sha = match &self.source {
-            Source::Inline(b) => hex::encode(Sha256::digest(b)),
-            Source::Mapped(m) => hex::encode(Sha256::digest(&m[..])),
+            Source::Inline(b) => sha256_hex(b),
+            Source::Mapped(m) => sha256_hex(&m[..]),
             Source::File(f) => {
                 let mut h = Sha256::new();
                 let mut buf = AlignedBuf::zeroed(CHUNK);
