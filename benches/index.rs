@@ -7,6 +7,8 @@
 //!
 //! - `cargo bench --bench index`: 10,000 runs (find, get_or_create, lookups) and 100,000 runs
 //!   (reindex).
+//! - `CAIRN_BENCH_ONLY=reindex cargo bench --bench index`: only the 100,000-run reindex part
+//!   (`CAIRN_BENCH_ONLY=queries`: only the 10,000-run queries).
 //! - `CAIRN_BENCH_1M=1 cargo bench --bench index`: also 1,000,000 runs (fixture creation, full
 //!   rebuild, index size, lookups, find, get_or_create); takes a long time and ~13 GB of disk.
 //!
@@ -1010,13 +1012,20 @@ fn main() {
         "name", "N", "result", "baseline", "ratio", "target"
     );
 
-    let fx = fixture(10_000);
-    fixture_row(&mut table, &fx);
-    bench_queries(&mut table, &fx, 100_000, false, None);
+    // `CAIRN_BENCH_ONLY=reindex` (or `queries`) runs one part alone.
+    let only = std::env::var("CAIRN_BENCH_ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if part("queries") {
+        let fx = fixture(10_000);
+        fixture_row(&mut table, &fx);
+        bench_queries(&mut table, &fx, 100_000, false, None);
+    }
 
-    let fx = fixture(100_000);
-    fixture_row(&mut table, &fx);
-    bench_reindex(&mut table, &fx, 5, Goal::Rate(60_000.0));
+    if part("reindex") {
+        let fx = fixture(100_000);
+        fixture_row(&mut table, &fx);
+        bench_reindex(&mut table, &fx, 5, Goal::Rate(60_000.0));
+    }
 
     if big {
         let fx = fixture(1_000_000);

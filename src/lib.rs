@@ -47,6 +47,7 @@ pub mod reindex;
 pub mod remote;
 pub mod repair;
 pub mod run;
+mod run_bytes;
 pub mod schemas;
 pub mod store;
 pub mod verify;

@@ -8,11 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::index::{Availability, Index, RunRecord};
+use crate::run_bytes::IdBytes;
 use crate::walk::{self, DirState};
 
 /// Two directories holding one identity: the index keeps `kept`.
@@ -113,7 +112,15 @@ pub(crate) fn reindex(
             );
         }
     }
-    let walk = walk::walk(root, &previous, progress);
+    // Each header read straight to its record during the parallel walk.
+    let walk = walk::walk_with(root, &previous, progress, |dir, location, entries| {
+        let state = if entries.evicted {
+            Availability::Evicted // a husk (FORMAT.md §8.6)
+        } else {
+            Availability::Local
+        };
+        Ok(IdBytes::read(dir)?.record(location.to_owned(), state))
+    });
     let mut report = ReindexReport {
         incremental,
         listed_dirs: walk.listed,
@@ -121,33 +128,30 @@ pub(crate) fn reindex(
         ..Default::default()
     };
     let stamp = |s: &DirState| if s.recent { 0 } else { s.mtime_ns };
+    // Resource records beside the runs read, for restoring those the index lacks; only
+    // directories whose listing showed a record directory.
+    let with_resources: Vec<(String, Identity, Vec<Identity>)> = walk
+        .runs
+        .iter()
+        .filter(|f| f.entries.resources)
+        .filter_map(|f| {
+            let rec = f.header.as_ref()?;
+            Some((f.location.clone(), rec.identity, rec.aliases.clone()))
+        })
+        .collect();
 
-    // Records from the headers read, in parallel (canonicalizing configs is the costly part).
     let results: Vec<std::result::Result<Seen, Error>> = walk
         .runs
-        .into_par_iter()
+        .into_iter()
         .filter_map(|found| {
             let mtime_ns = walk.dirs.get(&found.location).map_or(0, stamp);
             match found.header {
-                Some(h) => Some(
-                    RunRecord::from_header(&h, found.location.clone())
-                        .map_err(|e| {
-                            e.in_file(&root.join(&found.location).join(crate::run::ID_FILE))
-                        })
-                        .map(|mut rec| {
-                            // An evicted run's husk (FORMAT.md §8.6).
-                            if crate::remote::is_husk(&root.join(&found.location)) {
-                                rec.state = Availability::Evicted;
-                            }
-                            rec
-                        })
-                        .map(|rec| Seen {
-                            identity: rec.identity,
-                            location: found.location,
-                            mtime_ns,
-                            record: Some(rec),
-                        }),
-                ),
+                Some(rec) => Some(Ok(Seen {
+                    identity: rec.identity,
+                    location: found.location,
+                    mtime_ns,
+                    record: Some(rec),
+                })),
                 None => old_runs.get(&found.location).map(|(id, _)| {
                     Ok(Seen {
                         identity: *id,
@@ -242,15 +246,6 @@ pub(crate) fn reindex(
             changed.push((rec.clone(), s.mtime_ns));
         }
     }
-
-    // Resource records beside the runs read, for restoring those the index lacks.
-    let with_resources: Vec<(String, Identity, Vec<Identity>)> = kept
-        .iter()
-        .filter_map(|s| {
-            let rec = s.record.as_ref()?;
-            Some((s.location.clone(), s.identity, rec.aliases.clone()))
-        })
-        .collect();
 
     let mut dirs: Vec<(String, u64, String)> = walk
         .dirs

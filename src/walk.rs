@@ -3,7 +3,9 @@
 //! A run directory is any directory holding a regular file `id.json`; the walk reads that header,
 //! does not descend further, never follows symbolic links (so it cannot leave the root) and skips
 //! the root's `.cairn/`. Given the directory states of a previous walk it skips unchanged
-//! directories (same mtime): it neither lists them nor re-reads their headers.
+//! directories (same mtime): it neither lists them nor re-reads their headers. The listing of a
+//! run directory also tells which of cairn's markers it holds, so that callers need no `stat`
+//! per run for them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::error::Error;
+use crate::artifact::SIDECAR_DIR;
+use crate::error::{Error, Result};
+use crate::remote::EVICTED_MARKER;
 use crate::run::{ID_FILE, IdHeader};
 use crate::store::META_DIR;
 
@@ -32,20 +36,32 @@ pub struct DirState {
     pub recent: bool,
 }
 
-/// A run found by a walk.
+/// cairn's markers found in a run directory's listing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunEntries {
+    /// The eviction marker is a file (FORMAT.md §8.6): the directory is a husk.
+    pub evicted: bool,
+    /// A resource record directory is present (FORMAT.md §7.2).
+    pub resources: bool,
+}
+
+/// A run found by a walk; `H` is what was read from its header.
 #[derive(Debug)]
-pub struct FoundRun {
+pub struct FoundRun<H = IdHeader> {
     /// Location relative to the root.
     pub location: String,
     /// The header, or `None` when the directory was unchanged since the previous walk.
-    pub header: Option<IdHeader>,
+    pub header: Option<H>,
+    /// The markers in the directory; all false when it was unchanged (not listed).
+    pub entries: RunEntries,
 }
 
 /// What a walk found.
-#[derive(Debug, Default)]
-pub struct Walk {
+#[derive(Debug)]
+pub struct Walk<H = IdHeader> {
     /// Runs, sorted by location.
-    pub runs: Vec<FoundRun>,
+    pub runs: Vec<FoundRun<H>>,
     /// Every directory visited or skipped as unchanged, by location.
     pub dirs: HashMap<String, DirState>,
     /// Directories or headers that could not be read; the rest of the walk completed.
@@ -66,24 +82,42 @@ pub fn walk(
     previous: &HashMap<String, DirState>,
     progress: impl Fn(usize) + Sync,
 ) -> Walk {
+    walk_with(root, previous, progress, |dir, _, _| IdHeader::read(dir))
+}
+
+/// [`walk`] reading each changed run directory's header with `read` (given the directory, its
+/// location and its markers), in parallel; a header `read` refuses is reported among the errors.
+pub(crate) fn walk_with<H: Send>(
+    root: &Path,
+    previous: &HashMap<String, DirState>,
+    progress: impl Fn(usize) + Sync,
+    read: impl Fn(&Path, &str, &RunEntries) -> Result<H> + Sync,
+) -> Walk<H> {
     let start = SystemTime::now();
-    let out = Mutex::new(Walk::default());
+    let out = Mutex::new(Walk {
+        runs: Vec::new(),
+        dirs: HashMap::new(),
+        errors: Vec::new(),
+        listed: 0,
+    });
     let ctx = Ctx {
         previous,
         out: &out,
         progress: &progress,
+        read: &read,
         recent_after: start.checked_sub(RECENT).unwrap_or(UNIX_EPOCH),
     };
     ctx.visit(root.to_path_buf(), String::new());
     let mut walk = out.into_inner().expect("walk lock");
-    walk.runs.sort_by(|a, b| a.location.cmp(&b.location));
+    walk.runs.sort_unstable_by(|a, b| a.location.cmp(&b.location));
     walk
 }
 
-struct Ctx<'a, P> {
+struct Ctx<'a, H, P, R> {
     previous: &'a HashMap<String, DirState>,
-    out: &'a Mutex<Walk>,
+    out: &'a Mutex<Walk<H>>,
     progress: &'a P,
+    read: &'a R,
     recent_after: SystemTime,
 }
 
@@ -95,15 +129,24 @@ fn join(rel: &str, name: &str) -> String {
     }
 }
 
-impl<P: Fn(usize) + Sync> Ctx<'_, P> {
+impl<H, P, R> Ctx<'_, H, P, R>
+where
+    H: Send,
+    P: Fn(usize) + Sync,
+    R: Fn(&Path, &str, &RunEntries) -> Result<H> + Sync,
+{
     fn error(&self, e: Error) {
         self.out.lock().expect("walk lock").errors.push(e);
     }
 
-    fn found(&self, location: String, header: Option<IdHeader>, state: DirState) {
+    fn found(&self, location: String, header: Option<H>, entries: RunEntries, state: DirState) {
         let mut out = self.out.lock().expect("walk lock");
         out.dirs.insert(location.clone(), state);
-        out.runs.push(FoundRun { location, header });
+        out.runs.push(FoundRun {
+            location,
+            header,
+            entries,
+        });
         (self.progress)(out.runs.len());
     }
 
@@ -128,7 +171,7 @@ impl<P: Fn(usize) + Sync> Ctx<'_, P> {
                 recent,
             };
             match &prev.subdirs {
-                None => self.found(rel, None, state),
+                None => self.found(rel, None, RunEntries::default(), state),
                 Some(subdirs) => {
                     self.out
                         .lock()
@@ -149,11 +192,15 @@ impl<P: Fn(usize) + Sync> Ctx<'_, P> {
         };
         self.out.lock().expect("walk lock").listed += 1;
         let mut subdirs = Vec::new();
+        let mut is_run = false;
+        let mut markers = RunEntries::default();
+        // Reported only if this is not a run: what is below a run is the run's own business.
+        let mut errors = Vec::new();
         for entry in entries {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    self.error(Error::io("list", &dir, e));
+                    errors.push(Error::io("list", &dir, e));
                     continue;
                 }
             };
@@ -168,25 +215,39 @@ impl<P: Fn(usize) + Sync> Ctx<'_, P> {
                         reason: "id.json is not a regular file".into(),
                     });
                 }
-                let state = DirState {
-                    mtime_ns,
-                    subdirs: None,
-                    recent,
-                };
-                return match IdHeader::read(&dir) {
-                    Ok(h) => self.found(rel, Some(h), state),
-                    Err(e) => self.error(e),
-                };
+                is_run = true;
+                continue;
+            }
+            if name == EVICTED_MARKER {
+                // As `remote::is_husk`: a file, reached through a link or not.
+                markers.evicted = ft.is_file() || (ft.is_symlink() && crate::remote::is_husk(&dir));
+            }
+            if name == SIDECAR_DIR {
+                markers.resources = true;
             }
             if ft.is_dir() && !(rel.is_empty() && name == META_DIR) {
                 match name.into_string() {
                     Ok(n) => subdirs.push(n),
-                    Err(_) => self.error(Error::UnsafePath {
+                    Err(_) => errors.push(Error::UnsafePath {
                         path: entry.path(),
                         reason: "file name is not UTF-8; run locations must be".into(),
                     }),
                 }
             }
+        }
+        if is_run {
+            let state = DirState {
+                mtime_ns,
+                subdirs: None,
+                recent,
+            };
+            return match (self.read)(&dir, &rel, &markers) {
+                Ok(h) => self.found(rel, Some(h), markers, state),
+                Err(e) => self.error(e),
+            };
+        }
+        if !errors.is_empty() {
+            self.out.lock().expect("walk lock").errors.extend(errors);
         }
         subdirs.sort();
         subdirs

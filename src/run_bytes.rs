@@ -1,0 +1,409 @@
+//! Run files read straight to canonical CBOR (FORMAT.md §4, §5.5): the fast path of reindex and
+//! verify.
+//!
+//! Each file is parsed once, by [`crate::json::canonical_cbor`], and its fields are taken from
+//! the canonical bytes (no JSON or value trees). A file is accepted here only when every rule of
+//! the reference parser ([`IdHeader::from_json_bytes`], [`Model::from_json_bytes`]) is seen to
+//! hold; anything else is handed to the reference, so a refused file gets the reference's error
+//! word for word, and an accepted one the same content (property tests compare the two).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::canonical::{Value, encoder};
+use crate::error::Result;
+use crate::identity::{Identity, Schema};
+use crate::index::{Availability, RunRecord};
+use crate::run::{self, ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT, Model};
+
+/// The encoded empty map: a missing predicate (or model config).
+const EMPTY_MAP: &[u8] = &[0xa0];
+
+/// `id.json` with its config and predicate as canonical CBOR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IdBytes {
+    /// The run's identity.
+    pub(crate) identity: Identity,
+    /// The module.
+    pub(crate) module: String,
+    /// The complete config, canonical CBOR.
+    pub(crate) config: Vec<u8>,
+    /// The predicate, canonical CBOR of a map.
+    pub(crate) predicate: Vec<u8>,
+    /// RFC 3339 creation time.
+    pub(crate) created_at: String,
+    /// Earlier identities.
+    pub(crate) aliases: Vec<Identity>,
+}
+
+impl IdBytes {
+    /// Reads and parses `<dir>/id.json`.
+    pub(crate) fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(ID_FILE);
+        Self::parse(&run::read_bounded(&path, ID_FILE_LIMIT)?, &path)
+    }
+
+    /// Parses `id.json` bytes: the same acceptance and errors as [`IdHeader::from_json_bytes`],
+    /// naming `path`.
+    pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        match Self::fast(bytes) {
+            Some(h) => Ok(h),
+            None => Self::of_header(&IdHeader::from_json_bytes(bytes, path)?)
+                .map_err(|e| e.in_file(path)),
+        }
+    }
+
+    /// The header's fields canonicalized through values (the reference path).
+    pub(crate) fn of_header(h: &IdHeader) -> Result<Self> {
+        let predicate = serde_json::Value::Object(h.predicate.clone());
+        Ok(IdBytes {
+            identity: h.identity,
+            module: h.module.clone(),
+            config: Value::from_json_value(&h.config, "config")?.to_cbor(),
+            predicate: Value::from_json_value(&predicate, "predicate")?.to_cbor(),
+            created_at: h.created_at.clone(),
+            aliases: h.aliases.clone(),
+        })
+    }
+
+    /// `None` unless the file is certainly one the reference accepts.
+    fn fast(bytes: &[u8]) -> Option<Self> {
+        let enc = crate::json::canonical_cbor(bytes, "$").ok()?;
+        let (mut format, mut identity, mut module, mut config) = (None, None, None, None);
+        let (mut predicate, mut created_at, mut aliases) = (EMPTY_MAP, None, Vec::new());
+        for (key, v) in enc.root_entries()? {
+            match key {
+                "format" => format = Some(v),
+                "identity" => identity = Some(text(v)?.parse().ok()?),
+                "module" => module = Some(text(v)?),
+                "config" => config = Some(v),
+                "predicate" if is_map(v) => predicate = v,
+                "predicate" => return None,
+                "created_at" => created_at = Some(time(v)?),
+                "aliases" => {
+                    aliases = texts(v)?
+                        .iter()
+                        .map(|a| a.parse().ok())
+                        .collect::<Option<_>>()?
+                }
+                _ => {}
+            }
+        }
+        let module = module.filter(|m| !m.is_empty())?;
+        let (identity, config, created_at) = (identity?, config?, created_at?);
+        (format? == [0x01] && format_is_one(bytes)).then(|| IdBytes {
+            identity,
+            module,
+            config: config.to_vec(),
+            predicate: predicate.to_vec(),
+            created_at,
+            aliases,
+        })
+    }
+
+    /// The index record of this run at `location`.
+    pub(crate) fn record(&self, location: String, state: Availability) -> RunRecord {
+        RunRecord {
+            identity: self.identity,
+            location,
+            module: self.module.clone(),
+            state,
+            created_at: self.created_at.clone(),
+            config: encoder::decode(&self.config),
+            predicate: encoder::decode(&self.predicate),
+            aliases: self.aliases.clone(),
+        }
+    }
+}
+
+/// `model.json` reduced to what an identity needs, config and predicate as canonical CBOR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ModelBytes {
+    /// The module.
+    pub(crate) module: String,
+    /// The complete config, canonical CBOR (`{}` when absent).
+    pub(crate) config: Vec<u8>,
+    /// The predicate, canonical CBOR of a map.
+    pub(crate) predicate: Vec<u8>,
+}
+
+impl ModelBytes {
+    /// Reads `<dir>/model.json`; `None` unless it is certainly one [`Model::read`] accepts (the
+    /// caller then asks the reference, which reports what is wrong).
+    pub(crate) fn read_fast(dir: &Path) -> Option<Self> {
+        let path = dir.join(MODEL_FILE);
+        Self::fast(&run::read_bounded(&path, MODEL_FILE_LIMIT).ok()?)
+    }
+
+    /// The model's fields canonicalized through values (the reference path).
+    pub(crate) fn of_model(m: &Model) -> Result<Self> {
+        let predicate = serde_json::Value::Object(m.predicate.clone());
+        Ok(ModelBytes {
+            module: m.module.clone(),
+            config: Value::from_json_value(&m.config, "config")?.to_cbor(),
+            predicate: Value::from_json_value(&predicate, "predicate")?.to_cbor(),
+        })
+    }
+
+    /// `None` unless the file is certainly one [`Model::from_json_bytes`] accepts.
+    fn fast(bytes: &[u8]) -> Option<Self> {
+        let enc = crate::json::canonical_cbor(bytes, "$").ok()?;
+        let (mut format, mut module, mut config, mut predicate) = (None, None, EMPTY_MAP, EMPTY_MAP);
+        for (key, v) in enc.root_entries()? {
+            let ok = match key {
+                "format" => {
+                    format = Some(v);
+                    true
+                }
+                "module" => {
+                    module = Some(text(v)?);
+                    true
+                }
+                "config" => {
+                    config = v;
+                    true
+                }
+                "predicate" => {
+                    predicate = v;
+                    is_map(v)
+                }
+                "version" | "inherits" => texts(v).is_some(),
+                "context" => is_map(v),
+                "schema" => is_map(v) && schema_is_valid(v),
+                "created_at" => time(v).is_some(),
+                "created_by" => text(v).is_some(),
+                _ => true,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        let module = module.filter(|m| !m.is_empty())?;
+        (format? == [0x01] && format_is_one(bytes)).then(|| ModelBytes {
+            module,
+            config: config.to_vec(),
+            predicate: predicate.to_vec(),
+        })
+    }
+}
+
+/// True when canonical bytes encode a map.
+fn is_map(v: &[u8]) -> bool {
+    v.first().is_some_and(|b| b >> 5 == 5)
+}
+
+/// The text that canonical bytes encode, if they encode one.
+fn text(v: &[u8]) -> Option<String> {
+    match encoder::decode(v) {
+        Value::Text(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The texts of an encoded array of texts.
+fn texts(v: &[u8]) -> Option<Vec<String>> {
+    match encoder::decode(v) {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::Text(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// An encoded RFC 3339 time, as the reference checks it.
+fn time(v: &[u8]) -> Option<String> {
+    text(v).filter(|s| humantime::parse_rfc3339(s).is_ok())
+}
+
+/// Whether an encoded schema map deserializes as the reference's does (the canonical value and
+/// the JSON it came from differ only in how numbers are spelled, which no schema field checks).
+fn schema_is_valid(v: &[u8]) -> bool {
+    serde_json::from_value::<Schema>(encoder::decode(v).to_json()).is_ok()
+}
+
+/// Whether the file's top-level `format` is spelled `1`, as the reference requires: the
+/// canonical bytes alone cannot tell `1` from `1.0`.
+fn format_is_one(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Format {
+        format: serde_json::Number,
+    }
+    serde_json::from_slice::<Format>(bytes).is_ok_and(|f| f.format.as_str() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id_reference(bytes: &[u8]) -> std::result::Result<IdBytes, String> {
+        let p = Path::new("r/id.json");
+        IdHeader::from_json_bytes(bytes, p)
+            .and_then(|h| IdBytes::of_header(&h))
+            .map_err(|e| e.to_string())
+    }
+
+    fn model_reference(bytes: &[u8]) -> Option<ModelBytes> {
+        Model::from_json_bytes(bytes, Path::new("r/model.json"))
+            .and_then(|m| ModelBytes::of_model(&m))
+            .ok()
+    }
+
+    const ID: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+    fn header(fields: &[(&str, &str)]) -> String {
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+        format!("{{{}}}", body.join(", "))
+    }
+
+    /// Field values to combine: valid ones and near misses of each rule.
+    fn id_fields() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+        let format = prop::sample::select(vec!["1", "1.0", "1e0", "2", "\"1\"", "10e-1"]);
+        let identity = prop::sample::select(vec![
+            "\"0101010101010101010101010101010101010101010101010101010101010101\"",
+            "\"01\"",
+            "7",
+        ]);
+        let module = prop::sample::select(vec!["\"train\"", "\"\"", "[]", "\"é\\u00e9\""]);
+        let config = prop::sample::select(vec![
+            "{\"lr\": 1.0, \"b\": [1, 2.5, null], \"a\": {\"x\": -0.0}}",
+            "3",
+            "{\"a\": 1, \"a\": 2}",
+            "{\"n\": 18446744073709551616}",
+            "{\"$serde_json::private::Number\": 1}",
+        ]);
+        let predicate = prop::sample::select(vec!["{\"split\": \"val\"}", "{}", "[1]", "null"]);
+        let created = prop::sample::select(vec![
+            "\"2026-01-01T00:00:00Z\"",
+            "\"2026-01-01T00:00:00.123456Z\"",
+            "\"yesterday\"",
+            "5",
+        ]);
+        let aliases = prop::sample::select(vec![
+            "[]",
+            "[\"0202020202020202020202020202020202020202020202020202020202020202\"]",
+            "[\"zz\"]",
+            "[1]",
+            "{}",
+        ]);
+        let extra = prop::sample::select(vec!["{\"k\": [true]}", "1.5e300", "\"x\""]);
+        (
+            prop::option::weighted(0.9, format),
+            prop::option::weighted(0.9, identity),
+            prop::option::weighted(0.9, module),
+            prop::option::weighted(0.9, config),
+            prop::option::of(predicate),
+            prop::option::weighted(0.9, created),
+            prop::option::of(aliases),
+            prop::option::of(extra),
+        )
+            .prop_map(|(f, i, m, c, p, t, a, x)| {
+                [
+                    ("format", f),
+                    ("identity", i),
+                    ("module", m),
+                    ("config", c),
+                    ("predicate", p),
+                    ("created_at", t),
+                    ("aliases", a),
+                    ("extra", x),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The byte path gives what the reference gives: the same fields, or the same error.
+        #[test]
+        fn id_bytes_agree_with_the_reference(fields in id_fields(), shuffle in any::<u64>()) {
+            let mut fields = fields;
+            let n = fields.len().max(1);
+            fields.rotate_left((shuffle as usize) % n);
+            let text = header(&fields);
+            let got = IdBytes::parse(text.as_bytes(), Path::new("r/id.json"))
+                .map_err(|e| e.to_string());
+            prop_assert_eq!(got, id_reference(text.as_bytes()), "{}", text);
+        }
+
+        /// Whatever the byte path accepts as a model, the reference accepts with the same
+        /// module, config and predicate.
+        #[test]
+        fn model_bytes_accept_only_what_the_reference_accepts(
+            fields in id_fields(),
+            version in prop::option::of(prop::sample::select(vec!["[\"v1\"]", "[1]", "\"v\""])),
+            context in prop::option::of(prop::sample::select(vec!["{\"h\": 1}", "[]"])),
+            schema in prop::option::of(prop::sample::select(vec![
+                "{\"defaults\": {\"lr\": 1.0}, \"non_identifying\": [\"a.b\"]}",
+                "{\"defaults\": {}, \"label\": \"v2\"}",
+                "{\"defaults\": 1}",
+                "{\"other\": 1}",
+                "{\"label\": 2.0}",
+                "[]",
+            ])),
+            by in prop::option::of(prop::sample::select(vec!["\"u@h\"", "1"])),
+        ) {
+            let mut fields = fields;
+            for (k, v) in [("version", version), ("context", context), ("schema", schema),
+                           ("created_by", by)] {
+                if let Some(v) = v {
+                    fields.push((k, v));
+                }
+            }
+            let text = header(&fields);
+            let reference = model_reference(text.as_bytes());
+            match ModelBytes::fast(text.as_bytes()) {
+                Some(m) => prop_assert_eq!(Some(m), reference, "{}", text),
+                // A refusal only costs the slow path (files cairn writes take the fast one:
+                // `written_files_take_the_fast_path`).
+                None => {}
+            }
+        }
+    }
+
+    #[test]
+    fn written_files_take_the_fast_path() {
+        let mut model = Model::new("train")
+            .with_config(&serde_json::json!({"lr": 0.5, "opt": {"name": "sgd"}}))
+            .unwrap()
+            .with_predicate(&serde_json::json!({"split": "val"}))
+            .unwrap()
+            .with_schema(Schema::new(&serde_json::json!({"lr": 0.1}), &["log"]).unwrap());
+        model.created_at = Some(run::now_rfc3339());
+        model.created_by = Some("u@h".into());
+        let bytes = model.to_json_bytes();
+        let fast = ModelBytes::fast(&bytes).expect("fast path");
+        assert_eq!(Some(fast), model_reference(&bytes));
+
+        let mut h = IdHeader::for_model(&model, model.identity().unwrap());
+        h.aliases = vec![Identity::from_bytes([2; 32])];
+        let bytes = h.to_json_bytes();
+        let fast = IdBytes::fast(&bytes).expect("fast path");
+        assert_eq!(Ok(fast), id_reference(&bytes));
+    }
+
+    #[test]
+    fn a_format_spelled_otherwise_is_refused_as_the_reference_refuses_it() {
+        let text = header(&[
+            ("format", "1.0"),
+            ("identity", &format!("{ID:?}")),
+            ("module", "\"m\""),
+            ("config", "{}"),
+            ("created_at", "\"2026-01-01T00:00:00Z\""),
+        ]);
+        assert!(IdBytes::fast(text.as_bytes()).is_none());
+        let err = IdBytes::parse(text.as_bytes(), Path::new("r/id.json")).unwrap_err();
+        assert!(
+            matches!(err, crate::Error::UnsupportedVersion { .. }),
+            "{err}"
+        );
+    }
+}
