@@ -136,16 +136,6 @@ impl ModelBytes {
         Self::fast(&run::read_bounded(&path, MODEL_FILE_LIMIT).ok()?)
     }
 
-    /// The model's fields canonicalized through values (the reference path).
-    pub(crate) fn of_model(m: &Model) -> Result<Self> {
-        let predicate = serde_json::Value::Object(m.predicate.clone());
-        Ok(ModelBytes {
-            module: m.module.clone(),
-            config: Value::from_json_value(&m.config, "config")?.to_cbor(),
-            predicate: Value::from_json_value(&predicate, "predicate")?.to_cbor(),
-        })
-    }
-
     /// `None` unless the file is certainly one [`Model::from_json_bytes`] accepts.
     fn fast(bytes: &[u8]) -> Option<Self> {
         let enc = crate::json::canonical_cbor(bytes, "$").ok()?;
@@ -248,10 +238,15 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// The model's fields canonicalized through values (the reference path).
     fn model_reference(bytes: &[u8]) -> Option<ModelBytes> {
-        Model::from_json_bytes(bytes, Path::new("r/model.json"))
-            .and_then(|m| ModelBytes::of_model(&m))
-            .ok()
+        let m = Model::from_json_bytes(bytes, Path::new("r/model.json")).ok()?;
+        let predicate = serde_json::Value::Object(m.predicate.clone());
+        Some(ModelBytes {
+            module: m.module.clone(),
+            config: Value::from_json_value(&m.config, "config").ok()?.to_cbor(),
+            predicate: Value::from_json_value(&predicate, "predicate").ok()?.to_cbor(),
+        })
     }
 
     const ID: &str = "0101010101010101010101010101010101010101010101010101010101010101";

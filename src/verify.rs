@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, Identity, Prefix};
 use crate::index::{Availability, RunRecord};
 use crate::run::{IdHeader, Model};
+use crate::run_bytes::{IdBytes, ModelBytes};
 use crate::schemas::Schemas;
 use crate::store::Store;
 use crate::walk;
@@ -146,7 +147,9 @@ pub(crate) fn verify(
 ) -> Result<VerifyReport> {
     let start = Instant::now();
     let root = store.root();
-    let walk = walk::walk(root, &HashMap::new(), progress);
+    let walk = walk::walk_with(root, &HashMap::new(), progress, |dir, _, _| {
+        IdBytes::read(dir)
+    });
     let wanted = |module: &str, id: &Identity| {
         opts.module.as_deref().is_none_or(|m| m == module)
             && opts.prefix.as_ref().is_none_or(|p| p.matches(id))
@@ -168,7 +171,7 @@ pub(crate) fn verify(
         });
     }
 
-    let runs: Vec<(String, IdHeader)> = walk
+    let runs: Vec<(String, IdBytes)> = walk
         .runs
         .into_iter()
         .filter_map(|r| r.header.map(|h| (r.location, h)))
@@ -182,13 +185,18 @@ pub(crate) fn verify(
         by_id.entry(header.identity).or_default().push(location);
     }
 
-    // Per run, in parallel: model.json against id.json and the current schema, then the index
-    // entry against the directory (reusing the header's canonical config and predicate).
+    // Per run, in parallel: model.json against id.json and the current schema, on canonical
+    // bytes; only a run that is not clean there goes through the value checks, which describe
+    // what is wrong. Then the index entry against the directory.
     let per_run: Vec<Vec<Finding>> = runs
         .par_iter()
         .map(|(location, header)| {
-            let (mut out, canonical) = check_run(root, location, header, schemas);
-            out.extend(check_index(location, header, canonical, &indexed, &by_id));
+            let mut out = if is_clean(root, location, header, schemas) {
+                Vec::new()
+            } else {
+                check_run(root, location, header.identity, schemas)
+            };
+            out.extend(check_index(location, header, &indexed, &by_id));
             out
         })
         .collect();
@@ -243,12 +251,10 @@ pub(crate) fn verify(
     })
 }
 
-/// The index entry of the run at `location` against its directory; `canonical` is the header's
-/// config and predicate when [`check_run`] canonicalized them.
+/// The index entry of the run at `location` against its directory.
 fn check_index(
     location: &str,
-    header: &IdHeader,
-    canonical: Option<(Value, Value)>,
+    header: &IdBytes,
     indexed: &HashMap<Identity, &RunRecord>,
     by_id: &HashMap<Identity, Vec<&str>>,
 ) -> Option<Finding> {
@@ -275,29 +281,7 @@ fn check_index(
             })
         }
         Some(rec) => {
-            let expected = match canonical {
-                Some((config, predicate)) => RunRecord {
-                    identity: header.identity,
-                    location: location.to_owned(),
-                    module: header.module.clone(),
-                    state: rec.state,
-                    created_at: header.created_at.clone(),
-                    config,
-                    predicate,
-                    aliases: header.aliases.clone(),
-                },
-                None => match RunRecord::from_header(header, location.to_owned()) {
-                    Ok(expected) => expected,
-                    Err(e) => {
-                        return Some(finding(
-                            FindingKind::Unreadable,
-                            id,
-                            location,
-                            e.to_string(),
-                        ));
-                    }
-                },
-            };
+            let expected = header.record(location.to_owned(), rec.state);
             let differ = record_differences(rec, &expected);
             (!differ.is_empty()).then(|| {
                 finding(
@@ -309,6 +293,25 @@ fn check_index(
             })
         }
     }
+}
+
+/// True when the run at `location` certainly has nothing for [`check_run`] to report: its
+/// `model.json` is one the reference parser accepts, agrees with `id.json` byte for byte, and
+/// gives `id.json`'s identity under the current schema.
+fn is_clean(root: &Path, location: &str, header: &IdBytes, schemas: &Schemas) -> bool {
+    let Some(model) = ModelBytes::read_fast(&root.join(location)) else {
+        return false;
+    };
+    model.module == header.module
+        && model.config == header.config
+        && model.predicate == header.predicate
+        && identity::identity_of_parts(
+            &model.module,
+            &model.config,
+            &model.predicate,
+            schemas.get(&model.module),
+        )
+        .is_ok_and(|derived| derived == header.identity)
 }
 
 fn record_differences(have: &RunRecord, want: &RunRecord) -> Vec<&'static str> {
@@ -354,21 +357,18 @@ fn error_location(e: &Error, root: &Path) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// The checks that need only the run's own directory; also returns the header's canonical
-/// config and predicate when it got that far.
-fn check_run(
-    root: &Path,
-    location: &str,
-    header: &IdHeader,
-    schemas: &Schemas,
-) -> (Vec<Finding>, Option<(Value, Value)>) {
-    let id = Some(header.identity);
-    let model = match Model::read(&root.join(location)) {
+/// The checks that need only the run's own directory, on values: what is wrong, described.
+fn check_run(root: &Path, location: &str, identity: Identity, schemas: &Schemas) -> Vec<Finding> {
+    let id = Some(identity);
+    let unreadable = |e: Error| vec![finding(FindingKind::Unreadable, id, location, e.to_string())];
+    let dir = root.join(location);
+    let header = match IdHeader::read(&dir) {
+        Ok(h) => h,
+        Err(e) => return unreadable(e),
+    };
+    let model = match Model::read(&dir) {
         Ok(m) => m,
-        Err(e) => {
-            let unreadable = finding(FindingKind::Unreadable, id, location, e.to_string());
-            return (vec![unreadable], None);
-        }
+        Err(e) => return unreadable(e),
     };
     let canon = |v: &serde_json::Value, what: &str| Value::from_json_value(v, what);
     let canon_map = |m: &serde_json::Map<String, serde_json::Value>| {
@@ -393,10 +393,7 @@ fn check_run(
         header_predicate,
     ) {
         (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
-            let unreadable = finding(FindingKind::Unreadable, id, location, e.to_string());
-            return (vec![unreadable], None);
-        }
+        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => return unreadable(e),
     };
     let mut out = Vec::new();
     let mut differ = Vec::new();
@@ -409,7 +406,6 @@ fn check_run(
     if predicate != header_predicate {
         differ.push("predicate".to_owned());
     }
-    let canonical = Some((header_config, header_predicate));
     if !differ.is_empty() {
         out.push(finding(
             FindingKind::HeaderMismatch,
@@ -417,7 +413,7 @@ fn check_run(
             location,
             format!("model.json and id.json differ in {}", differ.join(", ")),
         ));
-        return (out, canonical); // which of the two to re-derive from would be a guess
+        return out; // which of the two to re-derive from would be a guess
     }
 
     let schema = schemas.get(&model.module);
@@ -461,5 +457,5 @@ fn check_run(
             });
         }
     }
-    (out, canonical)
+    out
 }
