@@ -680,6 +680,32 @@ impl Index {
         Ok(out)
     }
 
+    /// The stored encoding (FORMAT.md §5.2) of each of `identities`, `None` where missing;
+    /// fetched in parallel chunks, each in one read snapshot.
+    pub(crate) fn encoded_many(&self, identities: &[Identity]) -> Result<Vec<Option<Vec<u8>>>> {
+        use rayon::prelude::*;
+        let chunks: Vec<Result<Vec<Option<Vec<u8>>>>> = identities
+            .par_chunks(4096)
+            .map(|chunk| {
+                let runs = self.read(RUNS)?;
+                chunk
+                    .iter()
+                    .map(|id| {
+                        Ok(runs
+                            .get(id.as_bytes())
+                            .map_err(|e| redb_error(&self.path, e))?
+                            .map(|v| v.value().to_vec()))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(identities.len());
+        for c in chunks {
+            out.extend(c?);
+        }
+        Ok(out)
+    }
+
     /// Location → (identity, mtime) of every run, and the state of every other directory: what
     /// an incremental walk needs.
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
@@ -793,24 +819,23 @@ impl Index {
         Ok(())
     }
 
-    /// Replaces the whole content with `records` (sorted by identity, unique) and `dirs`, loading
-    /// each table through a cursor in key order (redb's fast path for bulk loads).
+    /// Replaces the whole content with `records` ((record, its encoding, directory mtime), sorted
+    /// by identity, unique) and `dirs`, loading each table through a cursor in key order (redb's
+    /// fast path for bulk loads).
     pub(crate) fn replace_all(
         &self,
         txn: &WriteTransaction,
-        records: &[(RunRecord, u64)],
+        records: &[(RunRecord, Vec<u8>, u64)],
         dirs: &[(String, u64, String)],
     ) -> Result<()> {
         let p = &self.path;
-        use rayon::prelude::*;
         clear_tables(txn, p)?;
         {
-            let encoded: Vec<Vec<u8>> = records.par_iter().map(|(r, _)| r.encode()).collect();
             let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
             let mut cursor = runs
                 .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
                 .map_err(|e| redb_error(p, e))?;
-            for ((rec, _), bytes) in records.iter().zip(&encoded) {
+            for (rec, bytes, _) in records {
                 cursor
                     .insert_before(rec.identity.as_bytes(), bytes.as_slice())
                     .map_err(|e| redb_error(p, e))?;
@@ -820,7 +845,7 @@ impl Index {
         {
             let mut by_loc: Vec<(&str, [u8; 32], u64)> = records
                 .iter()
-                .map(|(r, m)| (r.location.as_str(), *r.identity.as_bytes(), *m))
+                .map(|(r, _, m)| (r.location.as_str(), *r.identity.as_bytes(), *m))
                 .collect();
             by_loc.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
@@ -837,7 +862,7 @@ impl Index {
         {
             let mut by_module: Vec<(&str, [u8; 32])> = records
                 .iter()
-                .map(|(r, _)| (r.module.as_str(), *r.identity.as_bytes()))
+                .map(|(r, ..)| (r.module.as_str(), *r.identity.as_bytes()))
                 .collect();
             by_module.sort_unstable();
             let mut modules = txn
@@ -850,7 +875,7 @@ impl Index {
         {
             let mut pairs: Vec<([u8; 32], [u8; 32])> = records
                 .iter()
-                .flat_map(|(r, _)| {
+                .flat_map(|(r, ..)| {
                     r.aliases
                         .iter()
                         .map(|a| (*a.as_bytes(), *r.identity.as_bytes()))

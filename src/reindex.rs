@@ -84,10 +84,17 @@ impl fmt::Display for ReindexReport {
 struct Seen {
     location: String,
     mtime_ns: u64,
-    /// `None` when the directory was unchanged and the index's record stands.
-    record: Option<RunRecord>,
+    /// The record and its encoding; `None` when the directory was unchanged and the index's
+    /// record stands.
+    record: Option<(RunRecord, Vec<u8>)>,
     identity: Identity,
+    /// Whether the index has this identity at this location.
+    indexed: bool,
 }
+
+/// A full reindex patches the index in place unless more than one run in this many changed;
+/// then it reloads every table in key order (redb's fast path for bulk loads).
+const REBUILD_ABOVE: usize = 8;
 
 /// Reindexes `root` into `index`; `progress` is called with the number of runs found so far.
 pub(crate) fn reindex(
@@ -100,7 +107,7 @@ pub(crate) fn reindex(
     let (old_runs, old_dirs) = index.snapshot()?;
     let mut previous: HashMap<String, DirState> = HashMap::new();
     if incremental {
-        previous = old_dirs;
+        previous = old_dirs.clone();
         for (loc, (_, mtime)) in &old_runs {
             previous.insert(
                 loc.clone(),
@@ -112,14 +119,17 @@ pub(crate) fn reindex(
             );
         }
     }
-    // Each header read straight to its record during the parallel walk.
+    // Each header read straight to its record, and the record encoded, during the parallel
+    // walk.
     let walk = walk::walk_with(root, &previous, progress, |dir, location, entries| {
         let state = if entries.evicted {
             Availability::Evicted // a husk (FORMAT.md §8.6)
         } else {
             Availability::Local
         };
-        Ok(IdBytes::read(dir)?.record(location.to_owned(), state))
+        let rec = IdBytes::read(dir)?.record(location.to_owned(), state);
+        let encoded = rec.encode();
+        Ok((rec, encoded))
     });
     let mut report = ReindexReport {
         incremental,
@@ -135,53 +145,40 @@ pub(crate) fn reindex(
         .iter()
         .filter(|f| f.entries.resources)
         .filter_map(|f| {
-            let rec = f.header.as_ref()?;
+            let (rec, _) = f.header.as_ref()?;
             Some((f.location.clone(), rec.identity, rec.aliases.clone()))
         })
         .collect();
 
-    let results: Vec<std::result::Result<Seen, Error>> = walk
-        .runs
-        .into_iter()
-        .filter_map(|found| {
-            let mtime_ns = walk.dirs.get(&found.location).map_or(0, stamp);
-            match found.header {
-                Some(rec) => Some(Ok(Seen {
-                    identity: rec.identity,
-                    location: found.location,
-                    mtime_ns,
-                    record: Some(rec),
-                })),
-                None => old_runs.get(&found.location).map(|(id, _)| {
-                    Ok(Seen {
-                        identity: *id,
-                        location: found.location,
-                        mtime_ns,
-                        record: None,
-                    })
-                }),
-            }
-        })
-        .collect();
-    let mut seen = Vec::with_capacity(results.len());
-    for r in results {
-        match r {
-            Ok(s) => seen.push(s),
-            Err(e) => report.errors.push(e),
-        }
-    }
-
-    // One directory per identity: the location the index already has wins (so a copy never
-    // displaces the original), then the first in order; the rest are reported.
     let old_by_id: HashMap<Identity, &str> = old_runs
         .iter()
         .map(|(loc, (id, _))| (*id, loc.as_str()))
         .collect();
-    let is_indexed = |s: &Seen| old_by_id.get(&s.identity) == Some(&s.location.as_str());
+    let mut seen: Vec<Seen> = walk
+        .runs
+        .into_iter()
+        .filter_map(|found| {
+            let mtime_ns = walk.dirs.get(&found.location).map_or(0, stamp);
+            let identity = match &found.header {
+                Some((rec, _)) => rec.identity,
+                None => old_runs.get(&found.location)?.0,
+            };
+            Some(Seen {
+                indexed: old_by_id.get(&identity) == Some(&found.location.as_str()),
+                identity,
+                location: found.location,
+                mtime_ns,
+                record: found.header,
+            })
+        })
+        .collect();
+
+    // One directory per identity: the location the index already has wins (so a copy never
+    // displaces the original), then the first in order; the rest are reported.
     seen.sort_unstable_by(|a, b| {
         a.identity
             .cmp(&b.identity)
-            .then(is_indexed(b).cmp(&is_indexed(a)))
+            .then(b.indexed.cmp(&a.indexed))
             .then(a.location.cmp(&b.location))
     });
     let mut kept: Vec<Seen> = Vec::with_capacity(seen.len());
@@ -209,41 +206,39 @@ pub(crate) fn reindex(
     }
     report.removed = gone.len();
 
-    // Runs read again at the location the index has: compare with the stored records, fetched
-    // in one read transaction.
+    // Runs read again at the location the index has: their encodings are compared with the
+    // stored ones (no decoding), fetched in one read snapshot.
     let same_place: Vec<Identity> = kept
         .iter()
-        .filter(|s| s.record.is_some() && old_by_id.get(&s.identity) == Some(&s.location.as_str()))
+        .filter(|s| s.record.is_some() && s.indexed)
         .map(|s| s.identity)
         .collect();
-    let stored: HashMap<Identity, RunRecord> = index
-        .get_many(&same_place)?
-        .into_iter()
-        .map(|r| (r.identity, r))
-        .collect();
-    let mut changed: Vec<(RunRecord, u64)> = Vec::new();
-    let mut stamps_only: Vec<(RunRecord, u64)> = Vec::new();
-    for s in &kept {
-        let Some(rec) = &s.record else {
+    let mut stored = index.encoded_many(&same_place)?.into_iter();
+    // Indexes into `kept` of the runs to write: records that changed, and records that did not
+    // but whose directory stamp did.
+    let mut changed: Vec<usize> = Vec::new();
+    let mut stamps_only: Vec<usize> = Vec::new();
+    for (i, s) in kept.iter().enumerate() {
+        let Some((_, encoded)) = &s.record else {
             // Directory unchanged since the last walk: its record stands.
             report.unchanged += 1;
             continue;
         };
-        match old_by_id.get(&s.identity) {
-            None => report.added += 1,
-            Some(loc) if *loc != s.location => report.moved += 1,
-            Some(_) if stored.get(&s.identity) == Some(rec) => {
-                report.unchanged += 1;
-                if incremental {
-                    stamps_only.push((rec.clone(), s.mtime_ns));
-                }
-                continue;
+        if !s.indexed {
+            if old_by_id.contains_key(&s.identity) {
+                report.moved += 1;
+            } else {
+                report.added += 1;
             }
-            Some(_) => report.updated += 1,
-        }
-        // A full reindex writes every record from `kept` below.
-        if incremental {
-            changed.push((rec.clone(), s.mtime_ns));
+            changed.push(i);
+        } else if stored.next().flatten().as_deref() == Some(encoded.as_slice()) {
+            report.unchanged += 1;
+            if old_runs.get(&s.location).map(|(_, m)| *m) != Some(s.mtime_ns) {
+                stamps_only.push(i);
+            }
+        } else {
+            report.updated += 1;
+            changed.push(i);
         }
     }
 
@@ -257,39 +252,52 @@ pub(crate) fn reindex(
         })
         .collect();
     dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let dirs_changed = dirs.len() != old_dirs.len()
+        || dirs.iter().any(|(loc, mtime, names)| {
+            old_dirs.get(loc).is_none_or(|o| {
+                o.mtime_ns != *mtime
+                    || o.subdirs.as_ref().map(|s| s.join("\0")) != Some(names.clone())
+            })
+        });
     report.runs = kept.len() + elsewhere.len();
 
-    if incremental {
-        index.write(|txn| {
-            for id in &gone {
-                index.remove(txn, id)?;
-            }
-            for (rec, mtime) in &changed {
-                index.put(txn, rec, *mtime)?;
-            }
-            // A directory read again (its mtime moved) but equal: only its stamp changes.
-            for (rec, mtime) in &stamps_only {
-                index.put(txn, rec, *mtime)?;
-            }
-            index.put_dirs(txn, &dirs)
-        })?;
-    } else {
-        // Full: every record is rebuilt from what was read (or kept from the index when the
-        // bytes live elsewhere), then loaded in key order.
-        let mut all: Vec<(RunRecord, u64)> = Vec::with_capacity(report.runs);
+    let rebuild = !incremental
+        && (old_runs.is_empty() || (changed.len() + gone.len()) * REBUILD_ABOVE > kept.len());
+    if rebuild {
+        // Every record from what was read (or kept from the index when the bytes live
+        // elsewhere), loaded in key order.
+        let mut all: Vec<(RunRecord, Vec<u8>, u64)> = Vec::with_capacity(report.runs);
         for s in kept {
             match s.record {
-                Some(rec) => all.push((rec, s.mtime_ns)),
+                Some((rec, encoded)) => all.push((rec, encoded, s.mtime_ns)),
                 None => {
                     if let Some(rec) = index.get(&s.identity)? {
-                        all.push((rec, s.mtime_ns));
+                        let encoded = rec.encode();
+                        all.push((rec, encoded, s.mtime_ns));
                     }
                 }
             }
         }
-        all.extend(elsewhere.into_iter().map(|rec| (rec, 0)));
-        all.sort_unstable_by_key(|(rec, _)| rec.identity);
+        all.extend(elsewhere.into_iter().map(|rec| {
+            let encoded = rec.encode();
+            (rec, encoded, 0)
+        }));
+        all.sort_unstable_by_key(|(rec, ..)| rec.identity);
         index.write(|txn| index.replace_all(txn, &all, &dirs))?;
+    } else if !(gone.is_empty() && changed.is_empty() && stamps_only.is_empty() && !dirs_changed) {
+        // Only what changed is written.
+        index.write(|txn| {
+            for id in &gone {
+                index.remove(txn, id)?;
+            }
+            // A directory read again (its mtime moved) but equal: only its stamp changes.
+            for &i in changed.iter().chain(&stamps_only) {
+                if let Some((rec, _)) = &kept[i].record {
+                    index.put(txn, rec, kept[i].mtime_ns)?;
+                }
+            }
+            index.put_dirs(txn, &dirs)
+        })?;
     }
     let (restored, errors) = crate::artifact::restore(root, index, &with_resources)?;
     report.resources_restored = restored;

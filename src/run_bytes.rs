@@ -3,9 +3,10 @@
 //!
 //! Each file is parsed once, by [`crate::json::canonical_cbor`], and its fields are taken from
 //! the canonical bytes (no JSON or value trees). A file is accepted here only when every rule of
-//! the reference parser ([`IdHeader::from_json_bytes`], [`Model::from_json_bytes`]) is seen to
-//! hold; anything else is handed to the reference, so a refused file gets the reference's error
-//! word for word, and an accepted one the same content (property tests compare the two).
+//! the reference parser ([`IdHeader::from_json_bytes`], [`crate::Model::from_json_bytes`]) is
+//! seen to hold; anything else is handed to the reference, so a refused file gets the
+//! reference's error word for word, and an accepted one the same content (property tests compare
+//! the two).
 
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use crate::canonical::{Value, encoder};
 use crate::error::Result;
 use crate::identity::{Identity, Schema};
 use crate::index::{Availability, RunRecord};
-use crate::run::{self, ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT, Model};
+use crate::run::{self, ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT};
 
 /// The encoded empty map: a missing predicate (or model config).
 const EMPTY_MAP: &[u8] = &[0xa0];
@@ -129,17 +130,18 @@ pub(crate) struct ModelBytes {
 }
 
 impl ModelBytes {
-    /// Reads `<dir>/model.json`; `None` unless it is certainly one [`Model::read`] accepts (the
-    /// caller then asks the reference, which reports what is wrong).
+    /// Reads `<dir>/model.json`; `None` unless it is certainly one [`crate::Model::read`]
+    /// accepts (the caller then asks the reference, which reports what is wrong).
     pub(crate) fn read_fast(dir: &Path) -> Option<Self> {
         let path = dir.join(MODEL_FILE);
         Self::fast(&run::read_bounded(&path, MODEL_FILE_LIMIT).ok()?)
     }
 
-    /// `None` unless the file is certainly one [`Model::from_json_bytes`] accepts.
+    /// `None` unless the file is certainly one [`crate::Model::from_json_bytes`] accepts.
     fn fast(bytes: &[u8]) -> Option<Self> {
         let enc = crate::json::canonical_cbor(bytes, "$").ok()?;
-        let (mut format, mut module, mut config, mut predicate) = (None, None, EMPTY_MAP, EMPTY_MAP);
+        let (mut format, mut module, mut config, mut predicate) =
+            (None, None, EMPTY_MAP, EMPTY_MAP);
         for (key, v) in enc.root_entries()? {
             let ok = match key {
                 "format" => {
@@ -229,6 +231,7 @@ fn format_is_one(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::Model;
     use proptest::prelude::*;
 
     fn id_reference(bytes: &[u8]) -> std::result::Result<IdBytes, String> {
@@ -245,7 +248,9 @@ mod tests {
         Some(ModelBytes {
             module: m.module.clone(),
             config: Value::from_json_value(&m.config, "config").ok()?.to_cbor(),
-            predicate: Value::from_json_value(&predicate, "predicate").ok()?.to_cbor(),
+            predicate: Value::from_json_value(&predicate, "predicate")
+                .ok()?
+                .to_cbor(),
         })
     }
 

@@ -360,7 +360,14 @@ fn error_location(e: &Error, root: &Path) -> Option<String> {
 /// The checks that need only the run's own directory, on values: what is wrong, described.
 fn check_run(root: &Path, location: &str, identity: Identity, schemas: &Schemas) -> Vec<Finding> {
     let id = Some(identity);
-    let unreadable = |e: Error| vec![finding(FindingKind::Unreadable, id, location, e.to_string())];
+    let unreadable = |e: Error| {
+        vec![finding(
+            FindingKind::Unreadable,
+            id,
+            location,
+            e.to_string(),
+        )]
+    };
     let dir = root.join(location);
     let header = match IdHeader::read(&dir) {
         Ok(h) => h,

@@ -109,7 +109,8 @@ pub(crate) fn walk_with<H: Send>(
     };
     ctx.visit(root.to_path_buf(), String::new());
     let mut walk = out.into_inner().expect("walk lock");
-    walk.runs.sort_unstable_by(|a, b| a.location.cmp(&b.location));
+    walk.runs
+        .sort_unstable_by(|a, b| a.location.cmp(&b.location));
     walk
 }
 
