@@ -214,18 +214,65 @@ fn time(v: &[u8]) -> Option<String> {
 
 /// Whether an encoded schema map deserializes as the reference's does (the canonical value and
 /// the JSON it came from differ only in how numbers are spelled, which no schema field checks).
+/// The last valid encoding is remembered per thread: the runs of a module share their schema.
 fn schema_is_valid(v: &[u8]) -> bool {
-    serde_json::from_value::<Schema>(encoder::decode(v).to_json()).is_ok()
+    thread_local! {
+        static LAST_VALID: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if LAST_VALID.with_borrow(|last| !last.is_empty() && last[..] == *v) {
+        return true;
+    }
+    let valid = serde_json::from_value::<Schema>(encoder::decode(v).to_json()).is_ok();
+    if valid {
+        LAST_VALID.with_borrow_mut(|last| {
+            last.clear();
+            last.extend_from_slice(v);
+        });
+    }
+    valid
 }
 
 /// Whether the file's top-level `format` is spelled `1`, as the reference requires: the
-/// canonical bytes alone cannot tell `1` from `1.0`.
+/// canonical bytes alone cannot tell `1` from `1.0`. Called only when the file parsed and its
+/// top-level `format` is canonically 1.
 fn format_is_one(bytes: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct Format {
         format: serde_json::Number,
     }
-    serde_json::from_slice::<Format>(bytes).is_ok_and(|f| f.format.as_str() == "1")
+    lone_format_key_is_one(bytes)
+        || serde_json::from_slice::<Format>(bytes).is_ok_and(|f| f.format.as_str() == "1")
+}
+
+/// A scan that settles [`format_is_one`] for files as cairn writes them. Without `\u` escapes
+/// a key `format` can only be spelled `"format"`, and that sequence cannot occur inside a string
+/// (a quote there is escaped); so when it occurs exactly once it is the top-level key, and the
+/// literal after its colon is read directly.
+fn lone_format_key_is_one(bytes: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"format\"";
+    let mut found = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' if bytes.get(i + 1) == Some(&b'u') => return false,
+            b'"' if bytes[i..].starts_with(KEY) => {
+                if found.replace(i + KEY.len()).is_some() {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(at) = found else { return false };
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut rest = bytes[at..].iter().skip_while(|b| ws(b));
+    if rest.next() != Some(&b':') {
+        return false;
+    }
+    let mut rest = rest.skip_while(|b| ws(b));
+    rest.next() == Some(&b'1')
+        && rest
+            .next()
+            .is_some_and(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E'))
 }
 
 #[cfg(test)]
@@ -388,6 +435,22 @@ mod tests {
         let bytes = h.to_json_bytes();
         let fast = IdBytes::fast(&bytes).expect("fast path");
         assert_eq!(Ok(fast), id_reference(&bytes));
+    }
+
+    #[test]
+    fn the_format_scan_is_sure_or_defers_to_the_parse() {
+        for (text, sure) in [
+            (r#"{"format": 1, "a": 2}"#, true),
+            ("{\n  \"format\": 1\n}", true),
+            (r#"{"format": 1.0}"#, false),
+            (r#"{"format": 1e0}"#, false),
+            (r#"{"format": 10}"#, false),
+            (r#"{"c": {"format": 1}, "form\u0061t": 1.0}"#, false),
+            (r#"{"c": {"format": 1}, "format": 1.0}"#, false),
+            (r#"{"s": "\"format\": 1", "format": 2}"#, false),
+        ] {
+            assert_eq!(lone_format_key_is_one(text.as_bytes()), sure, "{text}");
+        }
     }
 
     #[test]

@@ -107,7 +107,10 @@ pub(crate) fn walk_with<H: Send>(
         read: &read,
         recent_after: start.checked_sub(RECENT).unwrap_or(UNIX_EPOCH),
     };
-    ctx.visit(root.to_path_buf(), String::new());
+    match std::fs::symlink_metadata(root) {
+        Ok(meta) => ctx.visit(root.to_path_buf(), String::new(), &meta),
+        Err(e) => ctx.error(Error::io("stat", root, e)),
+    }
     let mut walk = out.into_inner().expect("walk lock");
     walk.runs
         .sort_unstable_by(|a, b| a.location.cmp(&b.location));
@@ -151,11 +154,8 @@ where
         (self.progress)(out.runs.len());
     }
 
-    fn visit(&self, dir: PathBuf, rel: String) {
-        let meta = match std::fs::symlink_metadata(&dir) {
-            Ok(m) => m,
-            Err(e) => return self.error(Error::io("stat", &dir, e)),
-        };
+    /// Visits `dir` (at `rel`), whose metadata (not following links) is `meta`.
+    fn visit(&self, dir: PathBuf, rel: String, meta: &std::fs::Metadata) {
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         let mtime_ns = modified
             .duration_since(UNIX_EPOCH)
@@ -179,9 +179,13 @@ where
                         .expect("walk lock")
                         .dirs
                         .insert(rel.clone(), state);
-                    subdirs
-                        .par_iter()
-                        .for_each(|name| self.visit(dir.join(name), join(&rel, name)));
+                    subdirs.par_iter().for_each(|name| {
+                        let path = dir.join(name);
+                        match std::fs::symlink_metadata(&path) {
+                            Ok(meta) => self.visit(path, join(&rel, name), &meta),
+                            Err(e) => self.error(Error::io("stat", &path, e)),
+                        }
+                    });
                 }
             }
             return;
@@ -228,7 +232,7 @@ where
             }
             if ft.is_dir() && !(rel.is_empty() && name == META_DIR) {
                 match name.into_string() {
-                    Ok(n) => subdirs.push(n),
+                    Ok(n) => subdirs.push((n, entry)),
                     Err(_) => errors.push(Error::UnsafePath {
                         path: entry.path(),
                         reason: "file name is not UTF-8; run locations must be".into(),
@@ -250,15 +254,27 @@ where
         if !errors.is_empty() {
             self.out.lock().expect("walk lock").errors.extend(errors);
         }
-        subdirs.sort();
+        // Each stat relative to the open directory: no path lookup from the root.
+        let mut subdirs: Vec<(String, std::fs::Metadata)> = subdirs
+            .into_iter()
+            .filter_map(|(n, entry)| match entry.metadata() {
+                Ok(meta) => Some((n, meta)),
+                Err(e) => {
+                    self.error(Error::io("stat", &entry.path(), e));
+                    None
+                }
+            })
+            .collect();
+        subdirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         subdirs
             .par_iter()
-            .for_each(|name| self.visit(dir.join(name), join(&rel, name)));
+            .for_each(|(name, meta)| self.visit(dir.join(name), join(&rel, name), meta));
+        let names = subdirs.into_iter().map(|(n, _)| n).collect();
         self.out.lock().expect("walk lock").dirs.insert(
             rel,
             DirState {
                 mtime_ns,
-                subdirs: Some(subdirs),
+                subdirs: Some(names),
                 recent,
             },
         );
