@@ -260,7 +260,7 @@ where
             .filter_map(|(n, entry)| match entry.metadata() {
                 Ok(meta) => Some((n, meta)),
                 Err(e) => {
-                    self.error(Error::io("stat", &entry.path(), e));
+                    self.error(Error::io("stat", entry.path(), e));
                     None
                 }
             })
