@@ -71,9 +71,7 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`replace_file`] without the final directory fsync: the new content is durable, and the
 /// swap is once the caller fsyncs the directory (one fsync for many files in it).
 pub(crate) fn replace_file_unsynced_dir(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = temp_path(path);
     let result = write_new(&tmp, bytes).and_then(|()| {
         failpoint("durable.before_rename")?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
@@ -82,6 +80,37 @@ pub(crate) fn replace_file_unsynced_dir(path: &Path, bytes: &[u8]) -> Result<()>
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A fresh temporary name beside `path`: `.<name>.tmp-<random>`.
+fn temp_path(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    parent_dir(path).join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// [`replace_file`] with content streamed by `fill` into the new file (given with its temporary
+/// path, for errors). Only if `fill` succeeds is the file fsynced and renamed over `path` and
+/// the directory fsynced; otherwise the temporary is removed and `path` is untouched.
+pub(crate) fn replace_file_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File, &Path) -> Result<()>,
+) -> Result<()> {
+    let tmp = temp_path(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    let result = failpoint("durable.write")
+        .and_then(|()| fill(&mut f, &tmp))
+        .and_then(|()| sync_file(&f, &tmp))
+        .and_then(|()| failpoint("durable.before_rename"))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(parent_dir(path))
 }
 
 /// Asks the kernel to start writing `f`'s dirty pages in `offset..offset + len` to disk without

@@ -3,7 +3,7 @@
 //! ranged reads (mmap for large files, `pread` for small ones; copies of the ranges asked for).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -154,6 +154,50 @@ pub(crate) fn read_file(
         .map_err(|e| Error::io("read", path, e))?;
     let sha = verify.then(|| sha256_hex(&buf));
     Ok((buf, sha))
+}
+
+/// Streams `source`, the bytes of `rec` (read from `from`), into `out` (written to `to`) one
+/// chunk at a time through sha256, then checks the size and hash against the record. Bytes
+/// reach `out` before that check, but never more than the recorded size.
+pub(crate) fn copy_verified(
+    rec: &ResourceRecord,
+    source: &mut dyn Read,
+    from: &Path,
+    out: &mut dyn Write,
+    to: &Path,
+) -> Result<()> {
+    let mut buf = AlignedBuf::zeroed(CHUNK);
+    let mut h = Sha256::new();
+    let mut done = 0u64;
+    loop {
+        let n = match source.read(buf.as_mut_slice()) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", from, e)),
+        };
+        if done + n as u64 > rec.size_bytes {
+            return Err(mismatch(
+                rec,
+                "size",
+                rec.size_bytes.to_string(),
+                format!("more than {}", done + n as u64 - 1),
+            ));
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", to, e))?;
+        done += n as u64;
+    }
+    if done != rec.size_bytes {
+        return Err(mismatch(
+            rec,
+            "size",
+            rec.size_bytes.to_string(),
+            done.to_string(),
+        ));
+    }
+    check_hash(rec, hex::encode(h.finalize()))
 }
 
 enum Source {
