@@ -125,8 +125,8 @@ fn start_writeback(f: &File, offset: usize, len: usize) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_f: &File, _offset: usize, _len: usize) {}
 
-/// 1. The durable write with sha256 beside `write()` + `fdatasync`, `passes` rounds whose order
-/// rotates (each contender goes first once in three). Returns the resource written last.
+/// Part 1: the durable write with sha256 beside `write()` + `fdatasync`, `passes` rounds whose
+/// order rotates (each contender goes first once in three). Returns the resource written last.
 fn large_write(store: &Store, dir: &Path, bytes: &[u8], passes: usize) -> uuid::Uuid {
     let len = bytes.len();
     println!(
@@ -193,7 +193,7 @@ fn loadavg() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// 2. Reads of resource `id` (`len` bytes, sha256 `want`), page cache warm for every contender.
+/// Part 2: reads of resource `id` (`len` bytes, sha256 `want`), page cache warm for every contender.
 fn large_read(store: &Store, id: uuid::Uuid, len: usize, want: &str, passes: usize) {
     println!(
         "\n## 2. reads of the {} MiB artifact, {passes} passes",

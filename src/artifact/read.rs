@@ -359,3 +359,74 @@ impl Seek for ResourceReader {
         Ok(self.pos)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::record::Backend;
+    use crate::identity::Identity;
+
+    fn record(bytes: &[u8]) -> ResourceRecord {
+        ResourceRecord {
+            id: uuid::Uuid::from_u128(7),
+            run: Identity::from_bytes([3; 32]),
+            name: "r".into(),
+            description: String::new(),
+            created_at: "2026-11-22T08:00:00Z".into(),
+            updated_at: "2026-11-22T08:00:00Z".into(),
+            backend: Backend::Inline,
+            uri: String::new(),
+            size_bytes: bytes.len() as u64,
+            content_hash: sha256_hex(bytes),
+        }
+    }
+
+    fn copy(rec: &ResourceRecord, mut source: &[u8]) -> (Result<()>, Vec<u8>) {
+        let mut out = Vec::new();
+        let r = copy_verified(
+            rec,
+            &mut source,
+            Path::new("in"),
+            &mut out,
+            Path::new("out"),
+        );
+        (r, out)
+    }
+
+    #[test]
+    fn copy_verified_passes_matching_bytes_and_refuses_others() {
+        // Around the chunk boundary, where the loop turns.
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let rec = record(&bytes);
+            let (r, out) = copy(&rec, &bytes);
+            assert!(r.is_ok() && out == bytes, "{len}");
+
+            let mut longer = bytes.clone();
+            longer.push(1);
+            let (r, out) = copy(&rec, &longer);
+            assert!(
+                matches!(r, Err(Error::ResourceMismatch { what: "size", .. })),
+                "{len}"
+            );
+            assert!(
+                out.len() as u64 <= rec.size_bytes,
+                "{len}: wrote past the size"
+            );
+            if len > 0 {
+                let (r, _) = copy(&rec, &bytes[..len - 1]);
+                assert!(matches!(
+                    r,
+                    Err(Error::ResourceMismatch { what: "size", .. })
+                ));
+                let mut flipped = bytes.clone();
+                flipped[len - 1] ^= 0x80;
+                let (r, _) = copy(&rec, &flipped);
+                assert!(matches!(
+                    r,
+                    Err(Error::ResourceMismatch { what: "sha256", .. })
+                ));
+            }
+        }
+    }
+}

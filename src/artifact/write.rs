@@ -76,8 +76,16 @@ pub(crate) fn write_file(root: &Path, file_id: Uuid, bytes: &[u8]) -> Result<Pat
     let result = (|| {
         let mut f = create_new(&tmp)?;
         failpoint("artifact.write")?;
-        f.write_all(bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
+        // Writeback of each full step starts while the next is written (a hint, as in the
+        // streaming writer); the fsync below is what makes the file durable.
+        let step = WRITEBACK_STEP as usize;
+        for (i, piece) in bytes.chunks(step).enumerate() {
+            f.write_all(piece)
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            if piece.len() == step {
+                durable::start_writeback(&f, (i * step) as u64, step as u64);
+            }
+        }
         durable::sync_file(&f, &tmp)?;
         publish(root, &tmp, file_id)
     })();
