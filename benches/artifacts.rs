@@ -1,6 +1,8 @@
 //! Artifact benchmarks, each beside a baseline measured in the same run (FORMAT.md §7,
 //! BENCHMARKS.md §7):
-//! 1. a large artifact written durably with its sha256 vs `write()` + `fdatasync`, no hashing;
+//! 1. a large artifact written durably with its sha256 vs `write()` + `fdatasync`, no hashing
+//!    (same bytes, same 1 MiB pieces, same file system), passes interleaved in rotating order;
+//!    for the record also the baseline with cairn's writeback hint;
 //! 2. reading it back verified vs sha256 over an mmap of the file; unverified vs a raw `read()`
 //!    into a page-aligned buffer (and, for the record, into a plain `Vec`);
 //! 3. 10,000 artifacts of 4 KiB, inline and filesystem: create and read ops/s, beside cacache's
@@ -9,7 +11,8 @@
 //!    row (the row-at-a-time design).
 //!
 //! `cargo bench --bench artifacts` (1 GiB; data under `target/bench-artifacts/`, deleted at
-//! the end). Without `--bench` (as under `cargo test --all-targets`) it checks the harness on
+//! the end). `CAIRN_BENCH_ONLY=large|large-write|many|migrate` (comma-separated) picks parts
+//! (`large-write`: part 1 alone); `CAIRN_BENCH_PASSES=N` sets the passes of parts 1-2 (3). Without `--bench` (as under `cargo test --all-targets`) it checks the harness on
 //! small sizes in a temporary directory.
 
 use std::fs::File;
@@ -78,63 +81,172 @@ fn sha256_mmap(path: &Path) -> String {
     hex::encode(Sha256::digest(&map[..]))
 }
 
-fn large(dir: &Path, len: usize, passes: usize) {
+/// Same bytes, same 1 MiB pieces, same file system as cairn's writer: `write()` then `fdatasync`,
+/// no hashing; with `hint`, also cairn's writeback hint every 8 MiB.
+fn plain_write(path: &Path, bytes: &[u8], hint: bool) -> Duration {
+    let _ = std::fs::remove_file(path);
+    let t = Instant::now();
+    let mut f = File::create(path).unwrap();
+    let mut started = 0;
+    for (i, chunk) in bytes.chunks(MIB).enumerate() {
+        f.write_all(chunk).unwrap();
+        let done = (i + 1) * MIB;
+        if hint && done - started >= WRITEBACK_STEP {
+            start_writeback(&f, started, done - started);
+            started = done;
+        }
+    }
+    f.sync_data().unwrap();
+    t.elapsed()
+}
+
+/// cairn's writeback step (`src/artifact/write.rs`).
+const WRITEBACK_STEP: usize = 8 * MIB;
+
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "the same sync_file_range(2) hint as cairn's writer, for the baseline"
+)]
+fn start_writeback(f: &File, offset: usize, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a system call on an open descriptor; no memory is passed.
+    let rc = unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_f: &File, _offset: usize, _len: usize) {}
+
+/// Part 1: the durable write with sha256 beside `write()` + `fdatasync`, `passes` rounds whose
+/// order rotates (each contender goes first once in four); for the record also the baseline with
+/// cairn's writeback hint and sha256 of the bytes in memory. Returns the resource written last.
+fn large_write(store: &Store, dir: &Path, bytes: &[u8], passes: usize) -> uuid::Uuid {
+    let len = bytes.len();
     println!(
-        "\n## 1-2. one artifact of {} MiB, {passes} interleaved passes",
-        len / MIB
+        "\n## 1. durable write of one artifact of {} MiB, {passes} interleaved passes (load {})",
+        len / MIB,
+        loadavg()
     );
-    let bytes = data(len);
-    let store = store(&dir.join("store-large"), Backend::Filesystem);
-    let r = run(&store);
+    let r = run(store);
     let base_path = dir.join("baseline.bin");
-    let (mut t_base, mut t_cairn) = (Vec::new(), Vec::new());
+    let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut cpu = [0.0f64; 4];
     let mut id = None;
     for pass in 0..passes {
-        let _ = std::fs::remove_file(&base_path);
-        let t = Instant::now();
-        let mut f = File::create(&base_path).unwrap();
-        for chunk in bytes.chunks(MIB) {
-            f.write_all(chunk).unwrap();
+        for k in 0..4 {
+            let who = (pass + k) % 4;
+            if who == 2
+                && let Some(old) = id.take()
+            {
+                store.delete_resource(old).unwrap();
+            }
+            let before = cpu_secs();
+            match who {
+                0 => t[0].push(plain_write(&base_path, bytes, false)),
+                1 => t[1].push(plain_write(&base_path, bytes, true)),
+                3 => {
+                    let s = Instant::now();
+                    std::hint::black_box(Sha256::digest(bytes));
+                    t[3].push(s.elapsed());
+                }
+                _ => {
+                    let s = Instant::now();
+                    let mut w = store.resource_writer(&r, "large").unwrap();
+                    for chunk in bytes.chunks(MIB) {
+                        w.write_all(chunk).unwrap();
+                    }
+                    id = Some(w.commit().unwrap().id);
+                    t[2].push(s.elapsed());
+                }
+            }
+            cpu[who] += cpu_secs() - before;
         }
-        f.sync_data().unwrap();
-        t_base.push(t.elapsed());
-
-        if let Some(old) = id.take() {
-            store.delete_resource(old).unwrap();
-        }
-        let t = Instant::now();
-        let mut w = store.resource_writer(&r, "large").unwrap();
-        for chunk in bytes.chunks(MIB) {
-            w.write_all(chunk).unwrap();
-        }
-        let rec = w.commit().unwrap();
-        t_cairn.push(t.elapsed());
-        id = Some(rec.id);
         println!(
-            "  pass {pass}: write+fdatasync {:.3}s, cairn durable+sha256 {:.3}s",
-            secs(t_base[pass]),
-            secs(t_cairn[pass])
+            "  pass {pass}: write+fdatasync {:.3}s, same + writeback hint {:.3}s, cairn durable+sha256 {:.3}s, sha256 in memory {:.3}s",
+            secs(t[0][pass]),
+            secs(t[1][pass]),
+            secs(t[2][pass]),
+            secs(t[3][pass])
         );
     }
-    let id = id.unwrap();
-    let (b, c) = (median(t_base), median(t_cairn));
+    let _ = std::fs::remove_file(&base_path);
+    let [b, hinted, c, hash] = t.map(median);
     let gbs = |d: Duration| len as f64 / secs(d) / 1e9;
     println!(
-        "write: cairn {:.3}s ({:.2} GB/s) vs write()+fdatasync {:.3}s ({:.2} GB/s): ratio {:.2}x (target >= 0.9x)",
+        "write: cairn {:.3}s ({:.2} GB/s) vs write()+fdatasync {:.3}s ({:.2} GB/s): ratio {:.2}x (target >= 0.9x); load {}",
         secs(c),
         gbs(c),
         secs(b),
         gbs(b),
-        secs(b) / secs(c)
+        secs(b) / secs(c),
+        loadavg()
     );
+    println!(
+        "  for the record: write()+writeback hint+fdatasync {:.3}s ({:.2} GB/s), ratio to cairn {:.2}x",
+        secs(hinted),
+        gbs(hinted),
+        secs(hinted) / secs(c)
+    );
+    let per = |x: f64| x / passes as f64;
+    println!(
+        "  for the record: sha256 of the bytes in memory {:.3}s ({:.2} GB/s), the floor of cairn's time",
+        secs(hash),
+        gbs(hash)
+    );
+    println!(
+        "  CPU time per pass (all threads, user+system): write()+fdatasync {:.2}s, with hint {:.2}s, cairn {:.2}s, sha256 {:.2}s",
+        per(cpu[0]),
+        per(cpu[1]),
+        per(cpu[2]),
+        per(cpu[3])
+    );
+    id.unwrap()
+}
 
-    // Reads: the file is in the page cache for every contender (written just before).
+/// CPU time of this process so far (all threads, user + system; Linux, else 0).
+fn cpu_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Clock ticks of 1/100 s (USER_HZ on Linux).
+    f.iter().sum::<f64>() / 100.0
+}
+
+/// The 1-minute load average, printed beside every figure.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Part 2: reads of resource `id` (`len` bytes, sha256 `want`), page cache warm for every contender.
+fn large_read(store: &Store, id: uuid::Uuid, len: usize, want: &str, passes: usize) {
+    println!(
+        "\n## 2. reads of the {} MiB artifact, {passes} passes",
+        len / MIB
+    );
+    let gbs = |d: Duration| len as f64 / secs(d) / 1e9;
     let path = url::Url::parse(&store.get_resource(id).unwrap().unwrap().uri)
         .unwrap()
         .to_file_path()
         .unwrap();
-    let want = cairn::artifact::sha256_hex(&bytes);
-    drop(bytes);
     let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..passes {
         let s = Instant::now();
@@ -167,6 +279,7 @@ fn large(dir: &Path, len: usize, passes: usize) {
         t[4].push(s.elapsed());
         println!("  Vec buffer at {} mod 4096", v.as_ptr() as usize % 4096);
     }
+    assert_eq!(store.read_resource_data(id).unwrap().len(), len);
     let [mmap_sha, verified, raw_aligned, unverified, raw_vec] = t.map(median);
     println!(
         "read verified: cairn {:.3}s ({:.2} GB/s) vs sha256 over mmap {:.3}s ({:.2} GB/s): ratio {:.2}x (target >= 0.9x)",
@@ -190,8 +303,19 @@ fn large(dir: &Path, len: usize, passes: usize) {
         gbs(raw_vec),
         secs(raw_vec) / secs(raw_aligned)
     );
+}
+
+/// Parts 1 and 2 on one artifact of `len` bytes (`write`: part 1 only).
+fn large(dir: &Path, len: usize, passes: usize, write_only: bool) {
+    let bytes = data(len);
+    let want = cairn::artifact::sha256_hex(&bytes);
+    let store = store(&dir.join("store-large"), Backend::Filesystem);
+    let id = large_write(&store, dir, &bytes, passes);
+    drop(bytes);
+    if !write_only {
+        large_read(&store, id, len, &want, passes);
+    }
     store.delete_resource(id).unwrap();
-    let _ = std::fs::remove_file(&base_path);
 }
 
 fn many(dir: &Path, n: usize) {
@@ -301,11 +425,16 @@ fn main() {
     };
     let only = std::env::var("CAIRN_BENCH_ONLY").unwrap_or_default();
     let want = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
-    if want("large") {
+    let passes = std::env::var("CAIRN_BENCH_PASSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3);
+    if want("large") || want("large-write") {
+        let write_only = !want("large");
         if bench {
-            large(&dir, 1024 * MIB, 3);
+            large(&dir, 1024 * MIB, passes, write_only);
         } else {
-            large(&dir, 8 * MIB, 1);
+            large(&dir, 24 * MIB, 1, write_only);
         }
     }
     if want("many") {

@@ -201,11 +201,14 @@ enum ResourceCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// Write a resource's bytes, verified, to standard output or FILE.
+    /// Write a resource's bytes, verified, to standard output or FILE. The bytes stream (one
+    /// chunk in memory) and are hashed on the way. With -o FILE they land under FILE only if
+    /// size and sha256 match the record; to standard output they are written before the final
+    /// check, and on a mismatch cairn exits non-zero with an error naming the resource.
     Get {
         /// Resource id.
         id: String,
-        /// Output file (written atomically).
+        /// Output file (written atomically, durably, and only with verified bytes).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -955,10 +958,10 @@ fn cmd_resource(cli: &Cli, rc: &ResourceCommand) -> Result<(), Failure> {
                     Ok(())
                 }
                 None => {
-                    let data = store.read_resource_data(id)?;
-                    std::io::stdout()
-                        .lock()
-                        .write_all(&data)
+                    let mut stdout = std::io::stdout().lock();
+                    store.copy_resource_to(id, &mut stdout)?;
+                    stdout
+                        .flush()
                         .map_err(|e| io_error("write", "<stdout>", e).into())
                 }
             }

@@ -71,9 +71,7 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// [`replace_file`] without the final directory fsync: the new content is durable, and the
 /// swap is once the caller fsyncs the directory (one fsync for many files in it).
 pub(crate) fn replace_file_unsynced_dir(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = temp_path(path);
     let result = write_new(&tmp, bytes).and_then(|()| {
         failpoint("durable.before_rename")?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
@@ -83,6 +81,61 @@ pub(crate) fn replace_file_unsynced_dir(path: &Path, bytes: &[u8]) -> Result<()>
     }
     result
 }
+
+/// A fresh temporary name beside `path`: `.<name>.tmp-<random>`.
+fn temp_path(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    parent_dir(path).join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// [`replace_file`] with content streamed by `fill` into the new file (given with its temporary
+/// path, for errors). Only if `fill` succeeds is the file fsynced and renamed over `path` and
+/// the directory fsynced; otherwise the temporary is removed and `path` is untouched.
+pub(crate) fn replace_file_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File, &Path) -> Result<()>,
+) -> Result<()> {
+    let tmp = temp_path(path);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    let result = failpoint("durable.write")
+        .and_then(|()| fill(&mut f, &tmp))
+        .and_then(|()| sync_file(&f, &tmp))
+        .and_then(|()| failpoint("durable.before_rename"))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_dir(parent_dir(path))
+}
+
+/// Asks the kernel to start writing `f`'s dirty pages in `offset..offset + len` to disk without
+/// waiting (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`, as RocksDB's `bytes_per_sync`), so
+/// that the fsync ending a long write finds little left to do. A hint only: durability comes
+/// from [`sync_file`] alone, which also reports any write error. Elsewhere it does nothing.
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "sync_file_range(2) has no wrapper in std; a plain system call on a borrowed fd"
+)]
+pub(crate) fn start_writeback(f: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: no memory is passed; the descriptor is open for the whole call (borrowed from
+    // `f`). The result is ignored on purpose: errors of the writeback surface in the fsync.
+    let _ =
+        unsafe { libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Does nothing off Linux: the final fsync writes everything.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn start_writeback(_f: &File, _offset: u64, _len: u64) {}
 
 /// Named failpoints for crash and fault tests (feature `failpoints`).
 ///

@@ -25,6 +25,7 @@ pub(crate) mod sidecar;
 pub(crate) mod tables;
 mod write;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -127,11 +128,43 @@ impl Store {
     }
 
     /// Writes the verified bytes of resource `id` to `dest`, atomically and durably (a reader of
-    /// `dest` sees the old file or all of the new one).
+    /// `dest` sees the old file or all of the new one). The bytes stream through a temporary file
+    /// beside `dest` while they are hashed; it is fsynced and renamed over `dest` only if size and
+    /// sha256 match the record, so bytes that do not never appear under `dest`.
     pub fn export_resource(&self, id: Uuid, dest: &Path) -> Result<ResourceRecord> {
-        let data = self.read_resource_data(id)?;
-        crate::durable::replace_file(dest, &data)?;
-        self.resource(id)
+        let mut rec = None;
+        crate::durable::replace_file_with(dest, |file, tmp| {
+            rec = Some(self.copy_verified(id, file, tmp)?);
+            Ok(())
+        })?;
+        Ok(rec.expect("set when the copy succeeded"))
+    }
+
+    /// Streams the bytes of resource `id` into `out`, one chunk in memory whatever the size,
+    /// hashing them on the way; returns the record once size and sha256 match it, else an
+    /// [`Error::ResourceMismatch`] naming the resource. The bytes reach `out` before that final
+    /// check: to keep unverified bytes from being used, write them somewhere private and keep
+    /// them only on success, as [`export_resource`](Store::export_resource) does.
+    pub fn copy_resource_to(&self, id: Uuid, out: &mut impl Write) -> Result<ResourceRecord> {
+        self.copy_verified(id, out, Path::new("<output>"))
+    }
+
+    /// [`copy_resource_to`](Store::copy_resource_to) with `to` naming the output in errors.
+    fn copy_verified(&self, id: Uuid, out: &mut dyn Write, to: &Path) -> Result<ResourceRecord> {
+        let rec = self.resource(id)?;
+        self.ensure_local(&rec)?;
+        match rec.backend {
+            Backend::Inline => {
+                let bytes = self.inline_of(&rec)?;
+                read::copy_verified(&rec, &mut &bytes[..], Path::new("<index>"), out, to)?;
+            }
+            Backend::Filesystem => {
+                let path = self.file_of(&rec)?;
+                let mut file = read::open_checked(&path, &rec)?;
+                read::copy_verified(&rec, &mut file, &path, out, to)?;
+            }
+        }
+        Ok(rec)
     }
 
     /// Random access to resource `id` (mmap for files of [`MMAP_THRESHOLD`] bytes or more).

@@ -3,7 +3,7 @@
 //! ranged reads (mmap for large files, `pread` for small ones; copies of the ranges asked for).
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -154,6 +154,50 @@ pub(crate) fn read_file(
         .map_err(|e| Error::io("read", path, e))?;
     let sha = verify.then(|| sha256_hex(&buf));
     Ok((buf, sha))
+}
+
+/// Streams `source`, the bytes of `rec` (read from `from`), into `out` (written to `to`) one
+/// chunk at a time through sha256, then checks the size and hash against the record. Bytes
+/// reach `out` before that check, but never more than the recorded size.
+pub(crate) fn copy_verified(
+    rec: &ResourceRecord,
+    source: &mut dyn Read,
+    from: &Path,
+    out: &mut dyn Write,
+    to: &Path,
+) -> Result<()> {
+    let mut buf = AlignedBuf::zeroed(CHUNK);
+    let mut h = Sha256::new();
+    let mut done = 0u64;
+    loop {
+        let n = match source.read(buf.as_mut_slice()) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", from, e)),
+        };
+        if done + n as u64 > rec.size_bytes {
+            return Err(mismatch(
+                rec,
+                "size",
+                rec.size_bytes.to_string(),
+                format!("more than {}", done + n as u64 - 1),
+            ));
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", to, e))?;
+        done += n as u64;
+    }
+    if done != rec.size_bytes {
+        return Err(mismatch(
+            rec,
+            "size",
+            rec.size_bytes.to_string(),
+            done.to_string(),
+        ));
+    }
+    check_hash(rec, hex::encode(h.finalize()))
 }
 
 enum Source {
@@ -313,5 +357,76 @@ impl Seek for ResourceReader {
         self.pos = target
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::record::Backend;
+    use crate::identity::Identity;
+
+    fn record(bytes: &[u8]) -> ResourceRecord {
+        ResourceRecord {
+            id: uuid::Uuid::from_u128(7),
+            run: Identity::from_bytes([3; 32]),
+            name: "r".into(),
+            description: String::new(),
+            created_at: "2026-11-22T08:00:00Z".into(),
+            updated_at: "2026-11-22T08:00:00Z".into(),
+            backend: Backend::Inline,
+            uri: String::new(),
+            size_bytes: bytes.len() as u64,
+            content_hash: sha256_hex(bytes),
+        }
+    }
+
+    fn copy(rec: &ResourceRecord, mut source: &[u8]) -> (Result<()>, Vec<u8>) {
+        let mut out = Vec::new();
+        let r = copy_verified(
+            rec,
+            &mut source,
+            Path::new("in"),
+            &mut out,
+            Path::new("out"),
+        );
+        (r, out)
+    }
+
+    #[test]
+    fn copy_verified_passes_matching_bytes_and_refuses_others() {
+        // Around the chunk boundary, where the loop turns.
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let rec = record(&bytes);
+            let (r, out) = copy(&rec, &bytes);
+            assert!(r.is_ok() && out == bytes, "{len}");
+
+            let mut longer = bytes.clone();
+            longer.push(1);
+            let (r, out) = copy(&rec, &longer);
+            assert!(
+                matches!(r, Err(Error::ResourceMismatch { what: "size", .. })),
+                "{len}"
+            );
+            assert!(
+                out.len() as u64 <= rec.size_bytes,
+                "{len}: wrote past the size"
+            );
+            if len > 0 {
+                let (r, _) = copy(&rec, &bytes[..len - 1]);
+                assert!(matches!(
+                    r,
+                    Err(Error::ResourceMismatch { what: "size", .. })
+                ));
+                let mut flipped = bytes.clone();
+                flipped[len - 1] ^= 0x80;
+                let (r, _) = copy(&rec, &flipped);
+                assert!(matches!(
+                    r,
+                    Err(Error::ResourceMismatch { what: "sha256", .. })
+                ));
+            }
+        }
     }
 }
