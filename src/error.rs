@@ -179,7 +179,9 @@ pub enum Error {
     },
     /// A resource's bytes are held only on a remote (its record's backend is `remote`) and
     /// fetching on demand is off.
-    #[error("resource {id} ({name:?}) is held only on remote {remote:?} and on-demand fetching is off (cairn fetch)")]
+    #[error(
+        "resource {id} ({name:?}) is held only on remote {remote:?} and on-demand fetching is off (cairn fetch)"
+    )]
     ResourceRemote {
         /// The resource.
         id: uuid::Uuid,

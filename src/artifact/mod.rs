@@ -218,7 +218,11 @@ impl Store {
     /// Points remote record `old` at `file`, which holds its bytes (checked and durable, in
     /// a shard of the filesystem root): the record goes beside the run, then into the index;
     /// on failure the file is removed and the record stays remote.
-    pub(crate) fn switch_to_file(&self, old: ResourceRecord, file: PathBuf) -> Result<ResourceRecord> {
+    pub(crate) fn switch_to_file(
+        &self,
+        old: ResourceRecord,
+        file: PathBuf,
+    ) -> Result<ResourceRecord> {
         let staged = Staged {
             backend: Backend::Filesystem,
             size: old.size_bytes,

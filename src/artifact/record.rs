@@ -316,9 +316,12 @@ mod tests {
             unreachable!()
         };
         m.insert("backend".into(), Value::Text("tape".into()));
-        let err = ResourceRecord::decode(&Value::Map(m).to_cbor(), Path::new("x.cbor"))
-            .unwrap_err();
-        assert!(err.to_string().contains("unknown backend \"tape\""), "{err}");
+        let err =
+            ResourceRecord::decode(&Value::Map(m).to_cbor(), Path::new("x.cbor")).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown backend \"tape\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -371,6 +371,13 @@ impl Store {
                 new_records.push(rec);
             }
         }
+        // The index is the commit point of every record: one changed since the push (say,
+        // migrated while the run was evicted) goes beside the run as the index has it.
+        for rec in tables::of_run(index, &m.identity)? {
+            if rec.backend != Backend::Remote && pushed.get(&rec.id) != Some(&rec) {
+                sidecar::write(staging, &rec)?;
+            }
+        }
         for dir in dirs {
             durable::sync_dir(&dir)?;
         }

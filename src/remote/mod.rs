@@ -7,7 +7,7 @@
 //!   ([`Store::add_remote`], [`Store::remove_remote`], [`Store::remotes`]) or through
 //!   [`StoreBuilder::remote`](crate::StoreBuilder::remote).
 //! - [`Store::push`], [`Store::fetch`], [`Store::fetch_many`], [`Store::evict`], [`Store::whereis`],
-//!   [`Store::reindex_remote`], [`Store::verify_remote`].
+//!   [`Store::reindex_remote`], [`Store::verify_remote`], [`Store::gc_remote`].
 //!
 //! A remote holds run files at `<location>/<path>` (the run directory format), artifact bytes
 //! content-addressed at `.cairn-remote/artifacts/<aa>/<sha256>`, and one manifest per run at
@@ -19,6 +19,7 @@ mod copies;
 mod dir;
 mod evict;
 mod fetch;
+mod gc;
 mod manifest;
 mod push;
 mod s3;
@@ -33,6 +34,7 @@ pub use copies::Copy;
 pub use dir::DirRemote;
 pub use evict::{EVICTED_MARKER, EvictOptions};
 pub use fetch::FetchReport;
+pub use gc::RemoteGcReport;
 pub use manifest::{Manifest, ManifestArtifact, ManifestFile};
 pub use push::PushReport;
 pub use s3::S3Remote;
