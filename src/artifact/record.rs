@@ -228,7 +228,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn remote(name: String, size: u64, remote: String) -> ResourceRecord {
+    fn remote_record(name: String, size: u64, remote: String) -> ResourceRecord {
         let mut rec = record(name, size, false);
         rec.backend = Backend::Remote;
         rec.uri = remote_uri(&remote, &rec.content_hash);
@@ -272,7 +272,7 @@ mod tests {
             size: u64,
             remote in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}",
         ) {
-            let rec = remote(name, size, remote.clone());
+            let rec = remote_record(name, size, remote.clone());
             let bytes = rec.encode();
             let back = ResourceRecord::decode(&bytes, Path::new("r")).unwrap();
             prop_assert_eq!(back.remote_name(), Some(remote.as_str()));
@@ -281,8 +281,19 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_record_seeds_are_a_golden_record_and_a_refused_one() {
+        let seed = include_bytes!("../../fuzz/seeds/resource_record/record3_remote.cbor");
+        let rec = ResourceRecord::decode(seed, Path::new("seed")).unwrap();
+        assert_eq!(rec.backend, Backend::Remote);
+        assert_eq!(rec.remote_name(), Some("lake"));
+        assert_eq!(rec.encode(), seed, "byte for byte");
+        let bad = include_bytes!("../../fuzz/seeds/resource_record/record4_remote_wrong_key.cbor");
+        assert!(ResourceRecord::decode(bad, Path::new("seed")).is_err());
+    }
+
+    #[test]
     fn remote_records_name_a_valid_remote_and_their_own_content_key() {
-        let good = remote("n".into(), 1, "lake".into());
+        let good = remote_record("n".into(), 1, "lake".into());
         assert_eq!(
             good.uri,
             format!(
@@ -310,7 +321,7 @@ mod tests {
     fn unknown_backends_are_refused_by_name_as_an_old_reader_refuses_remote() {
         // Version 1 reserved "remote": a reader that predates it fails on the backend name,
         // which is how `decode` treats any backend it does not know.
-        let rec = remote("n".into(), 1, "lake".into());
+        let rec = remote_record("n".into(), 1, "lake".into());
         let bytes = rec.encode().to_vec();
         let Value::Map(mut m) = Value::from_canonical_cbor(&bytes, "r").unwrap() else {
             unreachable!()
