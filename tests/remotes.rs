@@ -516,6 +516,13 @@ fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
         .unwrap();
     std::fs::write(run.data_dir().join("out.txt"), b"result").unwrap();
     let hex = run.identity().to_hex();
+    let res = Store::builder(&root)
+        .ignore_artifact_env()
+        .artifact_backend(cairn::artifact::Backend::Filesystem)
+        .open()
+        .unwrap()
+        .create_resource(&run, "ckpt", b"weights")
+        .unwrap();
 
     assert_eq!(
         cairn(&["remote", "add", "d", "--dir", mirror.to_str().unwrap()]).0,
@@ -544,12 +551,30 @@ fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
     );
     assert_eq!(cairn(&["evict", &hex[..8]]).0, Some(0));
     assert!(!run.data_dir().join("out.txt").exists());
+    // whereis and resource ls show the backend of each resource.
+    let (_, text) = cairn(&["whereis", &hex[..8]]);
+    assert!(
+        text.contains(&format!("resource {}\tremote\tckpt", res.id)),
+        "{text}"
+    );
+    let (_, text) = cairn(&["--json", "whereis", &hex[..8]]);
+    assert!(
+        text.contains("\"backend\":\"remote\"") && text.contains("cairn-remote://d/"),
+        "{text}"
+    );
+    let (_, text) = cairn(&["resource", "ls", &hex[..8]]);
+    assert!(text.contains("remote"), "{text}");
     let (code, text) = cairn(&["verify", "--remote", "d"]);
     assert!(code == Some(0) && text.contains("1 whole"), "{text}");
     assert_eq!(cairn(&["fetch", &hex[..8]]).0, Some(0));
     assert_eq!(
         std::fs::read(run.data_dir().join("out.txt")).unwrap(),
         b"result"
+    );
+    let (_, text) = cairn(&["whereis", &hex[..8]]);
+    assert!(
+        text.contains(&format!("resource {}\tfilesystem\tckpt", res.id)),
+        "{text}"
     );
     assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(0));
     let (_, text) = cairn(&["whereis", &hex[..8]]);
@@ -1064,4 +1089,57 @@ fn remote_gc_removes_only_orphans(kind: Kind) {
         assert!(stdout.contains("removed d:train/bb/orphan"), "{stdout}");
         assert_eq!(remote.size("train/bb/orphan").unwrap(), None);
     }
+}
+
+#[test]
+fn remote_is_never_a_backend_for_new_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Store::builder(tmp.path())
+        .ignore_artifact_env()
+        .artifact_backend(Backend::Remote)
+        .open()
+        .unwrap_err();
+    assert!(err.to_string().contains("remote"), "{err}");
+    let env = tmp.path().join("cairn.env");
+    std::fs::write(&env, "CAIRN_ARTIFACT_BACKEND=remote\n").unwrap();
+    let err = Store::builder(tmp.path())
+        .ignore_artifact_env()
+        .env_file(&env)
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    let store = Store::open(tmp.path()).unwrap();
+    let err = store
+        .migrate_artifacts(
+            &cairn::artifact::MigrateOptions::default().to(Backend::Remote),
+            &|_, _| {},
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("push and evict"), "{err}");
+}
+
+both!(new_bytes_written_while_evicted_survive_the_fetch);
+fn new_bytes_written_while_evicted_survive_the_fetch(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, _, fs_id, _) = populated(&store, 30_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    let updated = store.update_resource(fs_id, b"newer bytes").unwrap();
+    assert_eq!(updated.backend, Backend::Filesystem);
+    // Reading fetches the run; the copy's older bytes never replace the newer ones.
+    assert_eq!(
+        &store.read_resource_data(fs_id).unwrap()[..],
+        b"newer bytes"
+    );
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), updated);
+    let dir = store.get(&id).unwrap().unwrap().path().to_path_buf();
+    let beside = dir.join(format!(".cairn-resources/{fs_id}.cbor"));
+    assert_eq!(std::fs::read(beside).unwrap(), updated.encode());
+    assert!(store.verify_resources(true).unwrap().findings.is_empty());
 }

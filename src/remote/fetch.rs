@@ -338,6 +338,9 @@ impl Store {
             let known = tables::get(index, a.id)?;
             let (target, record) = match known {
                 Some(r) if r.backend == Backend::Filesystem => {
+                    if r.content_hash != a.sha256 {
+                        continue; // updated since the push: its new bytes never left
+                    }
                     let target =
                         crate::artifact::fs::path_of_uri(&r.uri, &self.artifact_fs_root())?;
                     if fs::metadata(&target).is_ok_and(|md| md.len() == a.size) {
