@@ -771,6 +771,14 @@ fn cairn(root: &Path) -> std::process::Command {
     cmd
 }
 
+/// Writes remote `c` into the configuration file, for a child `cairn` (credentials come from
+/// its environment).
+fn config_remote_c(root: &Path, spec: &RemoteSpec) {
+    std::fs::create_dir_all(root.join(".cairn")).unwrap();
+    let config = serde_json::json!({"format": 1, "remotes": {"c": spec}});
+    std::fs::write(root.join(".cairn/remotes.json"), config.to_string()).unwrap();
+}
+
 /// The path a filesystem record names.
 fn file_of(uri: &str) -> std::path::PathBuf {
     url::Url::parse(uri).unwrap().to_file_path().unwrap()
@@ -947,10 +955,7 @@ fn a_crash_inside_evict_loses_nothing_and_gc_keeps_needed_bytes(kind: Kind) {
     let other_res = store
         .create_resource(&other, "keep", b"kept bytes")
         .unwrap();
-    // The child reads remote "c" from the configuration file.
-    std::fs::create_dir_all(root.join(".cairn")).unwrap();
-    let config = serde_json::json!({"format": 1, "remotes": {"c": spec}});
-    std::fs::write(root.join(".cairn/remotes.json"), config.to_string()).unwrap();
+    config_remote_c(&root, &spec);
     store.push(&[id], "c", &|_| {}).unwrap();
     let before = store.get_resource(fs_id).unwrap().unwrap();
 
@@ -1142,4 +1147,66 @@ fn new_bytes_written_while_evicted_survive_the_fetch(kind: Kind) {
     let beside = dir.join(format!(".cairn-resources/{fs_id}.cbor"));
     assert_eq!(std::fs::read(beside).unwrap(), updated.encode());
     assert!(store.verify_resources(true).unwrap().findings.is_empty());
+}
+
+#[cfg(feature = "failpoints")]
+both!(a_crash_while_a_remote_record_is_fetched_alone_loses_nothing);
+#[cfg(feature = "failpoints")]
+fn a_crash_while_a_remote_record_is_fetched_alone_loses_nothing(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store_named(&root, "c", &spec);
+    config_remote_c(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 80_000);
+    store.push(&[id], "c", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    let remote_rec = store.get_resource(fs_id).unwrap().unwrap();
+    store.fetch(&id, None, &|_| {}).unwrap();
+    let dir = store.get(&id).unwrap().unwrap().path().to_path_buf();
+    let beside = dir.join(format!(".cairn-resources/{fs_id}.cbor"));
+    // A local run whose record is remote (a fetch interrupted before its index transaction,
+    // then the index rebuilt).
+    let index = store.index_path().to_path_buf();
+    drop(store);
+    std::fs::write(&beside, remote_rec.encode()).unwrap();
+    std::fs::remove_file(&index).unwrap();
+    let store = store_named(&root, "c", &spec);
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), remote_rec);
+
+    // Killed after the new record went beside the run, before the index took it.
+    let out = tmp.path().join("out.bin");
+    let status = cairn(&root)
+        .args(["resource", "get", &fs_id.to_string(), "-o"])
+        .arg(&out)
+        .env("CAIRN_FAILPOINTS", "artifact.after_sidecar=abort")
+        .status()
+        .unwrap();
+    assert!(status.code().is_none(), "not killed: {status}");
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), remote_rec);
+    let written =
+        cairn::artifact::ResourceRecord::decode(&std::fs::read(&beside).unwrap(), &beside).unwrap();
+    assert_eq!(written.backend, Backend::Filesystem);
+    assert_eq!(
+        std::fs::read(file_of(&written.uri)).unwrap(),
+        bytes,
+        "the record beside the run names complete bytes"
+    );
+    // The next read completes the switch; gc then removes only the orphan of the crash.
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    let now = store.get_resource(fs_id).unwrap().unwrap();
+    assert_eq!(now.backend, Backend::Filesystem);
+    let gc = store
+        .gc_artifacts(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert!(
+        gc.removed.iter().all(|(p, _)| *p != file_of(&now.uri)),
+        "{:?}",
+        gc.removed
+    );
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    let v = store.verify_resources(true).unwrap();
+    assert!(v.findings.iter().all(|f| f.id != fs_id), "{:?}", v.findings);
 }
