@@ -1,6 +1,7 @@
 //! Artifacts ("resources"): files attached to runs, their bytes inline in the index database or
-//! in a sharded directory, with durable streaming writes, verified reads, migration between the
-//! backends, garbage collection and content checks (FORMAT.md §7).
+//! in a sharded directory (or, once their run is evicted, only on a remote: the `remote`
+//! backend, fetched back on read), with durable streaming writes, verified reads, migration
+//! between the backends, garbage collection and content checks (FORMAT.md §7).
 //!
 //! # API layout
 //! - [`Store::create_resource`], [`Store::resource_writer`] (streaming): new resources.

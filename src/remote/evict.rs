@@ -1,6 +1,8 @@
 //! `evict`: deletes a run's local bytes once a remote is checked, at that moment, to hold a
 //! whole copy; keeps a husk (`id.json`, `model.json`, resource records, a marker) so the run
-//! stays indexed and a reindex still knows it (FORMAT.md §8.6).
+//! stays indexed and a reindex still knows it (FORMAT.md §8.6). Filesystem resource records
+//! become `remote` records naming the copy (beside the run, then the index) before any
+//! artifact file is deleted.
 
 use std::fs;
 use std::path::Path;
