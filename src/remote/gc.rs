@@ -55,7 +55,8 @@ impl Store {
     /// bytes of interrupted or losing pushes. Manifests, the content keys named by this
     /// store's remote records, and keys under `.cairn-remote/` other than `artifacts/` are
     /// never deleted. The references are read twice, before and after listing, so a push
-    /// that commits meanwhile keeps its objects.
+    /// that commits meanwhile keeps its objects. The remote is taken to be cairn's alone:
+    /// any other unreferenced key under it is collected too.
     pub fn gc_remote(&self, name: &str, opts: &GcOptions) -> Result<RemoteGcReport> {
         let start = Instant::now();
         let remote = self.remote(name)?;
