@@ -174,7 +174,8 @@ enum Command {
         /// Identity or prefix.
         run: String,
     },
-    /// Remove artifact files no record names (crash leftovers) older than a grace period.
+    /// Remove artifact files no record names (crash leftovers) older than a grace period; with
+    /// --remote, objects on that remote that no committed manifest references.
     Gc {
         /// Only list what would be removed.
         #[arg(long)]
@@ -182,6 +183,9 @@ enum Command {
         /// Grace period in seconds: younger files are kept.
         #[arg(long, default_value_t = 3600)]
         grace: u64,
+        /// Collect orphan objects on this remote (left by interrupted pushes) instead.
+        #[arg(long)]
+        remote: Option<String>,
     },
 }
 
@@ -377,7 +381,16 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             keep_going,
             batch,
         } => cmd_migrate(cli, *dry_run, to, *inline_max, *keep_going, *batch),
-        Command::Gc { dry_run, grace } => cmd_gc(cli, *dry_run, *grace),
+        Command::Gc {
+            dry_run,
+            grace,
+            remote: None,
+        } => cmd_gc(cli, *dry_run, *grace),
+        Command::Gc {
+            dry_run,
+            grace,
+            remote: Some(name),
+        } => cmd_gc_remote(cli, name, *dry_run, *grace),
         Command::Remote(rc) => cmd_remote(cli, rc),
         Command::Push {
             remote,
@@ -1084,6 +1097,36 @@ fn cmd_gc(cli: &Cli, dry_run: bool, grace: u64) -> Result<(), Failure> {
     }
 }
 
+fn cmd_gc_remote(cli: &Cli, name: &str, dry_run: bool, grace: u64) -> Result<(), Failure> {
+    let store = open_store(cli)?;
+    let opts = cairn::artifact::GcOptions::default()
+        .grace(std::time::Duration::from_secs(grace))
+        .dry_run(dry_run);
+    let report = store.gc_remote(name, &opts)?;
+    for key in &report.removed {
+        if cli.json {
+            out(json!({"removed": key, "remote": name, "dry_run": dry_run}))?;
+        } else {
+            out(format!(
+                "{} {name}:{key}",
+                if dry_run { "would remove" } else { "removed" }
+            ))?;
+        }
+    }
+    if cli.json {
+        out(json!({
+            "remote": name,
+            "removed": report.removed.len(),
+            "manifests": report.manifests,
+            "referenced": report.referenced,
+            "kept_recent": report.kept_recent,
+            "dry_run": report.dry_run,
+        }))
+    } else {
+        out(&report)
+    }
+}
+
 fn io_error(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
     Error::Io {
         op,
@@ -1292,17 +1335,23 @@ fn cmd_whereis(cli: &Cli, reference: &str) -> Result<(), Failure> {
             .to_string()
         })
     };
+    let resources = store.list_resources(&w.identity)?;
     if cli.json {
         let copies: Vec<_> = w
             .copies
             .iter()
             .map(|c| json!({"remote": c.remote, "verified_at": when(c.verified_at_ms)}))
             .collect();
+        let resources: Vec<_> = resources
+            .iter()
+            .map(|r| json!({"id": r.id.to_string(), "name": r.name, "backend": r.backend.as_str(), "uri": r.uri}))
+            .collect();
         return out(json!({
             "identity": w.identity.to_hex(),
             "location": w.location,
             "state": w.state.as_str(),
             "copies": copies,
+            "resources": resources,
         }));
     }
     out(format!("{}\t{}\t{}", w.identity, w.state, w.location))?;
@@ -1312,6 +1361,9 @@ fn cmd_whereis(cli: &Cli, reference: &str) -> Result<(), Failure> {
             c.remote,
             when(c.verified_at_ms).unwrap_or_else(|| "never".into())
         ))?;
+    }
+    for r in &resources {
+        out(format!("  resource {}\t{}\t{}", r.id, r.backend, r.name))?;
     }
     Ok(())
 }

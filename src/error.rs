@@ -177,6 +177,31 @@ pub enum Error {
         /// Its state.
         state: &'static str,
     },
+    /// A resource's bytes are held only on a remote (its record's backend is `remote`) and
+    /// fetching on demand is off.
+    #[error(
+        "resource {id} ({name:?}) is held only on remote {remote:?} and on-demand fetching is off (cairn fetch)"
+    )]
+    ResourceRemote {
+        /// The resource.
+        id: uuid::Uuid,
+        /// Its name.
+        name: String,
+        /// The remote holding its bytes.
+        remote: String,
+    },
+    /// A remote resource's object is missing from the remote its record names.
+    #[error("resource {id} ({name:?}): remote {remote}: {key} is missing")]
+    RemoteObjectMissing {
+        /// The resource.
+        id: uuid::Uuid,
+        /// Its name.
+        name: String,
+        /// The remote its record names.
+        remote: String,
+        /// The object key.
+        key: String,
+    },
     /// evict refused: no remote was confirmed to hold a whole copy.
     #[error("evict {identity} refused: {reason}")]
     EvictRefused {

@@ -9,6 +9,7 @@ mod seaweed;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cairn::artifact::{Backend, GcOptions};
 use cairn::remote::{EvictOptions, RemoteSpec, S3Spec};
 use cairn::{Error, Identity, Model, Store};
 
@@ -40,16 +41,21 @@ fn spec(kind: Kind, tmp: &Path) -> Option<RemoteSpec> {
 
 /// A store with remote `r` (waiting for a starting server to accept the bucket).
 fn store(root: &Path, spec: &RemoteSpec) -> Store {
+    store_named(root, "r", spec)
+}
+
+/// A store with remote `name`.
+fn store_named(root: &Path, name: &str, spec: &RemoteSpec) -> Store {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let store = Store::builder(root)
-            .remote("r", spec.clone())
+            .remote(name, spec.clone())
             .ignore_artifact_env()
             .artifact_backend(cairn::artifact::Backend::Filesystem)
             .artifact_fs_root(root.join("artifacts"))
             .open()
             .unwrap();
-        match store.remote("r") {
+        match store.remote(name) {
             Ok(_) => return store,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("waiting for the remote: {e}");
@@ -243,7 +249,10 @@ fn reading_an_evicted_runs_artifact_fetches_it(kind: Kind) {
         .open()
         .unwrap();
     let err = off.read_resource_data(fs_id).unwrap_err();
-    assert!(matches!(err, Error::NotLocal { .. }), "{err}");
+    assert!(
+        matches!(&err, Error::ResourceRemote { id, remote, .. } if *id == fs_id && remote == "r"),
+        "{err}"
+    );
     assert_eq!(state(&store, &id), "evicted");
 
     let mut part = vec![0u8; 100];
@@ -507,6 +516,13 @@ fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
         .unwrap();
     std::fs::write(run.data_dir().join("out.txt"), b"result").unwrap();
     let hex = run.identity().to_hex();
+    let res = Store::builder(&root)
+        .ignore_artifact_env()
+        .artifact_backend(cairn::artifact::Backend::Filesystem)
+        .open()
+        .unwrap()
+        .create_resource(&run, "ckpt", b"weights")
+        .unwrap();
 
     assert_eq!(
         cairn(&["remote", "add", "d", "--dir", mirror.to_str().unwrap()]).0,
@@ -535,12 +551,30 @@ fn the_cli_configures_remotes_pushes_evicts_and_tells_whereis() {
     );
     assert_eq!(cairn(&["evict", &hex[..8]]).0, Some(0));
     assert!(!run.data_dir().join("out.txt").exists());
+    // whereis and resource ls show the backend of each resource.
+    let (_, text) = cairn(&["whereis", &hex[..8]]);
+    assert!(
+        text.contains(&format!("resource {}\tremote\tckpt", res.id)),
+        "{text}"
+    );
+    let (_, text) = cairn(&["--json", "whereis", &hex[..8]]);
+    assert!(
+        text.contains("\"backend\":\"remote\"") && text.contains("cairn-remote://d/"),
+        "{text}"
+    );
+    let (_, text) = cairn(&["resource", "ls", &hex[..8]]);
+    assert!(text.contains("remote"), "{text}");
     let (code, text) = cairn(&["verify", "--remote", "d"]);
     assert!(code == Some(0) && text.contains("1 whole"), "{text}");
     assert_eq!(cairn(&["fetch", &hex[..8]]).0, Some(0));
     assert_eq!(
         std::fs::read(run.data_dir().join("out.txt")).unwrap(),
         b"result"
+    );
+    let (_, text) = cairn(&["whereis", &hex[..8]]);
+    assert!(
+        text.contains(&format!("resource {}\tfilesystem\tckpt", res.id)),
+        "{text}"
     );
     assert_eq!(cairn(&["remote", "rm", "d"]).0, Some(0));
     let (_, text) = cairn(&["whereis", &hex[..8]]);
@@ -723,4 +757,456 @@ fn an_evicted_run_goes_to_a_second_remote_and_a_removed_remote_is_gone() {
     assert!(matches!(err, Error::UnknownRemote { .. }), "{err}");
     let err = store.push(&[id], "second", &|_| {}).unwrap_err();
     assert!(matches!(err, Error::UnknownRemote { .. }), "{err}");
+}
+
+/// The `cairn` binary against `root`, with the environment a child needs for remote `c`.
+fn cairn(root: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["--root", root.to_str().unwrap()])
+        .env("CAIRN_ARTIFACT_BACKEND", "filesystem")
+        .env("CAIRN_ARTIFACT_FS_ROOT", root.join("artifacts"))
+        .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1");
+    cmd
+}
+
+/// Writes remote `c` into the configuration file, for a child `cairn` (credentials come from
+/// its environment).
+fn config_remote_c(root: &Path, spec: &RemoteSpec) {
+    std::fs::create_dir_all(root.join(".cairn")).unwrap();
+    let config = serde_json::json!({"format": 1, "remotes": {"c": spec}});
+    std::fs::write(root.join(".cairn/remotes.json"), config.to_string()).unwrap();
+}
+
+/// The path a filesystem record names.
+fn file_of(uri: &str) -> std::path::PathBuf {
+    url::Url::parse(uri).unwrap().to_file_path().unwrap()
+}
+
+both!(evict_turns_records_remote_and_a_read_fetches_them_back);
+fn evict_turns_records_remote_and_a_read_fetches_them_back(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, bytes, fs_id, inline_id) = populated(&store, 300_000);
+    let before = store.get_resource(fs_id).unwrap().unwrap();
+    let dir = store.get(&id).unwrap().unwrap().path().to_path_buf();
+    let sidecar = dir.join(format!(".cairn-resources/{fs_id}.cbor"));
+    let pushed_sidecar = std::fs::read(&sidecar).unwrap();
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+
+    // The filesystem record now names the verified copy; its file is gone; inline stays.
+    let rec = store.get_resource(fs_id).unwrap().unwrap();
+    assert_eq!(rec.backend, Backend::Remote);
+    assert_eq!(rec.remote_name(), Some("r"));
+    assert_eq!(
+        rec.uri,
+        format!(
+            "cairn-remote://r/.cairn-remote/artifacts/{}/{}",
+            &before.content_hash[..2],
+            before.content_hash
+        )
+    );
+    assert_eq!(
+        (rec.size_bytes, &rec.content_hash),
+        (before.size_bytes, &before.content_hash)
+    );
+    assert!(!file_of(&before.uri).exists());
+    let on_disk =
+        cairn::artifact::ResourceRecord::decode(&std::fs::read(&sidecar).unwrap(), &sidecar)
+            .unwrap();
+    assert_eq!(on_disk, rec, "the husk keeps the remote record");
+    let inline = store.get_resource(inline_id).unwrap().unwrap();
+    assert_eq!(inline.backend, Backend::Inline);
+    assert_eq!(
+        &store.read_resource_data(inline_id).unwrap()[..],
+        b"inline bytes"
+    );
+    assert_eq!(
+        state(&store, &id),
+        "evicted",
+        "an inline read fetches nothing"
+    );
+
+    // verify checks remote records on the remote, without fetching.
+    for contents in [false, true] {
+        let report = store.verify_resources(contents).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+    assert_eq!(state(&store, &id), "evicted");
+    // migrate leaves remote records alone.
+    let m = store
+        .migrate_artifacts(&cairn::artifact::MigrateOptions::default(), &|_, _| {})
+        .unwrap();
+    assert_eq!((m.migrated, m.failed.len()), (1, 0), "only the inline row");
+    let migrated = store.get_resource(inline_id).unwrap().unwrap();
+    assert_eq!(migrated.backend, Backend::Filesystem);
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), rec);
+
+    // The index lost (remote copies with it): reindex restores the remote record from the
+    // husk, and a read still finds the remote through it.
+    drop(store);
+    std::fs::remove_file(root.join(".cairn/index.redb")).unwrap();
+    let store = store_named(&root, "r", &spec);
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), rec);
+    assert!(store.whereis(&id).unwrap().unwrap().copies.is_empty());
+    assert_eq!(state(&store, &id), "evicted");
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+
+    // Fetched back: local, the record as it was pushed, its file where it was.
+    assert_eq!(state(&store, &id), "local");
+    let back = store.get_resource(fs_id).unwrap().unwrap();
+    assert_eq!(back.backend, Backend::Filesystem);
+    assert_eq!(back.uri, before.uri);
+    assert_eq!(std::fs::read(&sidecar).unwrap(), pushed_sidecar);
+    assert!(file_of(&before.uri).is_file());
+    // The record migrated while evicted is beside the run as the index has it, not as pushed.
+    let beside = dir.join(format!(".cairn-resources/{inline_id}.cbor"));
+    assert_eq!(std::fs::read(&beside).unwrap(), migrated.encode());
+    let report = store.verify_resources(true).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // Evicted again (the copy still covers every file and resource), then the index lost once
+    // more: every record comes back from beside the run.
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    drop(store);
+    std::fs::remove_file(root.join(".cairn/index.redb")).unwrap();
+    let store = store_named(&root, "r", &spec);
+    assert_eq!(
+        &store.read_resource_data(inline_id).unwrap()[..],
+        b"inline bytes"
+    );
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+}
+
+both!(a_remote_record_of_a_local_run_is_fetched_alone);
+fn a_remote_record_of_a_local_run_is_fetched_alone(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 50_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    // A crash after a fetch swapped the run in but before its index transaction: the run is
+    // local (reindex sees the whole directory) while the index keeps the remote record.
+    let husk = store.get(&id).unwrap().unwrap().path().to_path_buf();
+    let rec = store.get_resource(fs_id).unwrap().unwrap();
+    store.fetch(&id, None, &|_| {}).unwrap();
+    let fetched = store.get_resource(fs_id).unwrap().unwrap();
+    // Only the record beside the run still says remote, and the index is rebuilt from it.
+    let index = store.index_path().to_path_buf();
+    drop(store);
+    std::fs::write(
+        husk.join(format!(".cairn-resources/{fs_id}.cbor")),
+        rec.encode(),
+    )
+    .unwrap();
+    std::fs::remove_file(&index).unwrap();
+    let store = store_named(&root, "r", &spec);
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), rec);
+    // On-demand off: the error names the resource and its remote, and nothing changes.
+    let off = Store::builder(&root)
+        .remote("r", spec.clone())
+        .fetch_on_demand(false)
+        .ignore_artifact_env()
+        .artifact_fs_root(root.join("artifacts"))
+        .open()
+        .unwrap();
+    let err = off.open_resource(fs_id).unwrap_err();
+    assert!(err.to_string().contains(&fs_id.to_string()), "{err}");
+    assert!(err.to_string().contains("\"r\""), "{err}");
+    assert_eq!(off.get_resource(fs_id).unwrap().unwrap(), rec);
+    drop(off);
+    // On: the bytes alone come back, verified, to a new file; the record switches back.
+    let reader = store.open_resource(fs_id).unwrap();
+    assert_eq!(reader.read_range(10..20).unwrap(), bytes[10..20]);
+    let now = store.get_resource(fs_id).unwrap().unwrap();
+    assert_eq!(now.backend, Backend::Filesystem);
+    assert_ne!(
+        now.uri, fetched.uri,
+        "a new file, never one a record may name"
+    );
+    let beside = husk.join(format!(".cairn-resources/{fs_id}.cbor"));
+    assert_eq!(std::fs::read(&beside).unwrap(), now.encode());
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+}
+
+#[cfg(feature = "failpoints")]
+both!(a_crash_inside_evict_loses_nothing_and_gc_keeps_needed_bytes);
+#[cfg(feature = "failpoints")]
+fn a_crash_inside_evict_loses_nothing_and_gc_keeps_needed_bytes(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store_named(&root, "c", &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 120_000);
+    // A second run that stays local: gc must keep its file.
+    let other = store.get_or_create(&cairn::Model::new("other")).unwrap();
+    let other_res = store
+        .create_resource(&other, "keep", b"kept bytes")
+        .unwrap();
+    config_remote_c(&root, &spec);
+    store.push(&[id], "c", &|_| {}).unwrap();
+    let before = store.get_resource(fs_id).unwrap().unwrap();
+
+    // Killed after the records beside the run were switched, before the index: the index
+    // still names the file, which is still there.
+    let status = cairn(&root)
+        .args(["evict", &id.to_hex()])
+        .env("CAIRN_FAILPOINTS", "remote.evict_after_records=abort")
+        .status()
+        .unwrap();
+    assert!(status.code().is_none(), "not killed: {status}");
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), before);
+    assert!(file_of(&before.uri).is_file());
+    let gc = store
+        .gc_artifacts(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert!(gc.removed.is_empty(), "{:?}", gc.removed);
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+
+    // Killed after the index switched, before the file was deleted: the record names the
+    // verified copy; the file is an orphan that gc removes, and the bytes come back.
+    let status = cairn(&root)
+        .args(["evict", &id.to_hex()])
+        .env(
+            "CAIRN_FAILPOINTS",
+            "remote.evict_before_artifact_delete=abort",
+        )
+        .status()
+        .unwrap();
+    assert!(status.code().is_none(), "not killed: {status}");
+    let rec = store.get_resource(fs_id).unwrap().unwrap();
+    assert_eq!(
+        (rec.backend, rec.remote_name()),
+        (Backend::Remote, Some("c"))
+    );
+    assert_eq!(state(&store, &id), "evicted");
+    assert!(file_of(&before.uri).is_file());
+    let gc = store
+        .gc_artifacts(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    let removed: Vec<_> = gc.removed.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(removed, [file_of(&before.uri)]);
+    let other_now = store.get_resource(other_res.id).unwrap().unwrap();
+    assert!(
+        file_of(&other_now.uri).is_file(),
+        "a needed file was collected"
+    );
+    // Remote gc keeps every object the copy needs.
+    let rgc = store
+        .gc_remote("c", &GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert!(rgc.removed.is_empty(), "{:?}", rgc.removed);
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(
+        store.get_resource(fs_id).unwrap().unwrap().backend,
+        Backend::Filesystem
+    );
+}
+
+both!(remote_gc_removes_only_orphans);
+fn remote_gc_removes_only_orphans(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 40_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    let remote = store.remote("r").unwrap();
+    let before = remote.list("").unwrap();
+    // What an interrupted push leaves: a run file and artifact bytes no manifest names.
+    let sha = "ee".repeat(32);
+    let orphans = [
+        "train/aa/orphan-run/id.json".to_owned(),
+        format!(".cairn-remote/artifacts/ee/{sha}"),
+    ];
+    for key in &orphans {
+        remote
+            .put_new(key, b"left by a push that never committed")
+            .unwrap();
+    }
+    // Within the grace period nothing goes.
+    let young = store.gc_remote("r", &GcOptions::default()).unwrap();
+    assert!(young.removed.is_empty(), "{:?}", young.removed);
+    assert_eq!(young.kept_recent, 2);
+    assert_eq!(young.manifests, 1);
+    // A dry run lists exactly the orphans and deletes nothing.
+    let opts = GcOptions::default().grace(Duration::ZERO);
+    let dry = store.gc_remote("r", &opts.clone().dry_run(true)).unwrap();
+    let mut want = orphans.to_vec();
+    want.sort();
+    let mut got = dry.removed.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(remote.list("").unwrap().len(), before.len() + 2);
+    // The real run removes them and nothing a manifest references.
+    let done = store.gc_remote("r", &opts).unwrap();
+    assert_eq!(done.removed.len(), 2);
+    let mut after = remote.list("").unwrap();
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(after, before);
+    assert!(store.verify_remote("r").unwrap().findings.is_empty());
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    // A manifest that cannot be read stops the collection before anything is deleted.
+    remote.put_new("train/bb/orphan", b"x").unwrap();
+    remote
+        .put_new(
+            &format!(".cairn-remote/manifests/{}.json", "0".repeat(64)),
+            b"{",
+        )
+        .unwrap();
+    let err = store.gc_remote("r", &opts).unwrap_err();
+    assert!(err.to_string().contains("manifests/"), "{err}");
+    assert_eq!(remote.size("train/bb/orphan").unwrap(), Some(1));
+    if let Kind::Dir = kind {
+        // The CLI: `cairn gc --remote NAME`.
+        remote
+            .delete(&format!(".cairn-remote/manifests/{}.json", "0".repeat(64)))
+            .unwrap();
+        store.add_remote("d", spec.clone()).unwrap();
+        let out = cairn(&root)
+            .args(["gc", "--remote", "d", "--grace", "0"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.contains("removed d:train/bb/orphan"), "{stdout}");
+        assert_eq!(remote.size("train/bb/orphan").unwrap(), None);
+    }
+}
+
+#[test]
+fn remote_is_never_a_backend_for_new_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = Store::builder(tmp.path())
+        .ignore_artifact_env()
+        .artifact_backend(Backend::Remote)
+        .open()
+        .unwrap_err();
+    assert!(err.to_string().contains("remote"), "{err}");
+    let env = tmp.path().join("cairn.env");
+    std::fs::write(&env, "CAIRN_ARTIFACT_BACKEND=remote\n").unwrap();
+    let err = Store::builder(tmp.path())
+        .ignore_artifact_env()
+        .env_file(&env)
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    let store = Store::open(tmp.path()).unwrap();
+    let err = store
+        .migrate_artifacts(
+            &cairn::artifact::MigrateOptions::default().to(Backend::Remote),
+            &|_, _| {},
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("push and evict"), "{err}");
+}
+
+both!(new_bytes_written_while_evicted_survive_the_fetch);
+fn new_bytes_written_while_evicted_survive_the_fetch(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store(&root, &spec);
+    let (id, _, fs_id, _) = populated(&store, 30_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    let updated = store.update_resource(fs_id, b"newer bytes").unwrap();
+    assert_eq!(updated.backend, Backend::Filesystem);
+    // Reading fetches the run; the copy's older bytes never replace the newer ones.
+    assert_eq!(
+        &store.read_resource_data(fs_id).unwrap()[..],
+        b"newer bytes"
+    );
+    assert_eq!(state(&store, &id), "local");
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), updated);
+    let dir = store.get(&id).unwrap().unwrap().path().to_path_buf();
+    let beside = dir.join(format!(".cairn-resources/{fs_id}.cbor"));
+    assert_eq!(std::fs::read(beside).unwrap(), updated.encode());
+    assert!(store.verify_resources(true).unwrap().findings.is_empty());
+}
+
+#[cfg(feature = "failpoints")]
+both!(a_crash_while_a_remote_record_is_fetched_alone_loses_nothing);
+#[cfg(feature = "failpoints")]
+fn a_crash_while_a_remote_record_is_fetched_alone_loses_nothing(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let root = tmp.path().join("store");
+    let store = store_named(&root, "c", &spec);
+    config_remote_c(&root, &spec);
+    let (id, bytes, fs_id, _) = populated(&store, 80_000);
+    store.push(&[id], "c", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    let remote_rec = store.get_resource(fs_id).unwrap().unwrap();
+    store.fetch(&id, None, &|_| {}).unwrap();
+    let dir = store.get(&id).unwrap().unwrap().path().to_path_buf();
+    let beside = dir.join(format!(".cairn-resources/{fs_id}.cbor"));
+    // A local run whose record is remote (a fetch interrupted before its index transaction,
+    // then the index rebuilt).
+    let index = store.index_path().to_path_buf();
+    drop(store);
+    std::fs::write(&beside, remote_rec.encode()).unwrap();
+    std::fs::remove_file(&index).unwrap();
+    let store = store_named(&root, "c", &spec);
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), remote_rec);
+
+    // Killed after the new record went beside the run, before the index took it.
+    let out = tmp.path().join("out.bin");
+    let status = cairn(&root)
+        .args(["resource", "get", &fs_id.to_string(), "-o"])
+        .arg(&out)
+        .env("CAIRN_FAILPOINTS", "artifact.after_sidecar=abort")
+        .status()
+        .unwrap();
+    assert!(status.code().is_none(), "not killed: {status}");
+    assert_eq!(store.get_resource(fs_id).unwrap().unwrap(), remote_rec);
+    let written =
+        cairn::artifact::ResourceRecord::decode(&std::fs::read(&beside).unwrap(), &beside).unwrap();
+    assert_eq!(written.backend, Backend::Filesystem);
+    assert_eq!(
+        std::fs::read(file_of(&written.uri)).unwrap(),
+        bytes,
+        "the record beside the run names complete bytes"
+    );
+    // The next read completes the switch; gc then removes only the orphan of the crash.
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    let now = store.get_resource(fs_id).unwrap().unwrap();
+    assert_eq!(now.backend, Backend::Filesystem);
+    let gc = store
+        .gc_artifacts(&GcOptions::default().grace(Duration::ZERO))
+        .unwrap();
+    assert!(
+        gc.removed.iter().all(|(p, _)| *p != file_of(&now.uri)),
+        "{:?}",
+        gc.removed
+    );
+    assert_eq!(&store.read_resource_data(fs_id).unwrap()[..], &bytes[..]);
+    let v = store.verify_resources(true).unwrap();
+    assert!(v.findings.iter().all(|f| f.id != fs_id), "{:?}", v.findings);
 }

@@ -1,5 +1,6 @@
 //! Checking resources against their records (FORMAT.md §7.8): presence and size always, the
-//! sha256 of every byte with `contents`; in parallel.
+//! sha256 of every byte with `contents`; in parallel. Remote records are checked on their
+//! remote, never fetched.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub enum ResourceFindingKind {
     Mismatch,
     /// The bytes could not be read.
     Unreadable,
+    /// A remote resource whose object is missing from its remote.
+    RemoteMissing,
 }
 
 impl ResourceFindingKind {
@@ -37,6 +40,7 @@ impl ResourceFindingKind {
             ResourceFindingKind::UnsafeUri => "unsafe-uri",
             ResourceFindingKind::Mismatch => "content-mismatch",
             ResourceFindingKind::Unreadable => "unreadable",
+            ResourceFindingKind::RemoteMissing => "remote-missing",
         }
     }
 }
@@ -109,6 +113,9 @@ impl Store {
 
     fn check_one(&self, rec: &ResourceRecord, contents: bool) -> Result<()> {
         if contents {
+            if rec.backend == Backend::Remote {
+                return self.check_remote(rec, true);
+            }
             return self.read_resource_data(rec.id).map(drop);
         }
         match rec.backend {
@@ -133,7 +140,38 @@ impl Store {
                 let path = super::fs::path_of_uri(&rec.uri, &self.artifacts.read_root())?;
                 read::open_checked(&path, rec).map(drop)
             }
+            Backend::Remote => self.check_remote(rec, false),
         }
+    }
+
+    /// Checks a remote record against its remote, never fetching: the object is there at the
+    /// recorded size; with `contents`, streamed and its sha256 compared.
+    fn check_remote(&self, rec: &ResourceRecord, contents: bool) -> Result<()> {
+        let name = rec.remote_name().expect("a remote record names its remote");
+        let remote = self.remote(name)?;
+        let key = rec.remote_key();
+        let missing = || Error::RemoteObjectMissing {
+            id: rec.id,
+            name: rec.name.clone(),
+            remote: name.to_owned(),
+            key: key.clone(),
+        };
+        let (size, sha) = if contents {
+            crate::remote::remote_sha256(remote.as_ref(), &key)?
+                .map(|(size, sha)| (size, Some(sha)))
+                .ok_or_else(missing)?
+        } else {
+            (remote.size(&key)?.ok_or_else(missing)?, None)
+        };
+        if size != rec.size_bytes {
+            return Err(read::mismatch(
+                rec,
+                "size",
+                rec.size_bytes.to_string(),
+                size.to_string(),
+            ));
+        }
+        sha.map_or(Ok(()), |sha| read::check_hash(rec, sha))
     }
 }
 
@@ -142,6 +180,7 @@ fn finding(rec: &ResourceRecord, e: Error) -> ResourceFinding {
         Error::InlineBytesGone { .. } => ResourceFindingKind::InlineBytesGone,
         Error::UnsafePath { .. } => ResourceFindingKind::UnsafeUri,
         Error::ResourceMismatch { .. } => ResourceFindingKind::Mismatch,
+        Error::RemoteObjectMissing { .. } => ResourceFindingKind::RemoteMissing,
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             ResourceFindingKind::FileMissing
         }

@@ -94,6 +94,12 @@ impl ArtifactOptions {
             }
             (None, None) => Backend::Inline,
         };
+        if backend == Backend::Remote {
+            return Err(Error::InvalidConfig {
+                origin: "artifact backend".into(),
+                reason: "\"remote\" holds evicted bytes only; new resources go to \"inline\" or \"filesystem\"".into(),
+            });
+        }
         let fs_root = match &self.fs_root {
             Some(r) => absolute(store_root, r, r)?,
             None => fs_root.unwrap_or_else(|| store_root.join(DEFAULT_FS_ROOT)),

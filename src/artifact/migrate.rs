@@ -4,7 +4,8 @@
 //! row's record beside its run (one directory fsync per run); then ONE index transaction switches
 //! the batch's records and drops their inline bytes. A row that fails at any step is rolled back
 //! alone and stays exactly as it was; rows already in the target backend are skipped, so a rerun
-//! picks up where a stopped or crashed one left off. To inline, rows go one at a time.
+//! picks up where a stopped or crashed one left off. To inline, rows go one at a time. Remote
+//! records (bytes held only on a remote) are skipped: fetch brings them back.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -152,6 +153,12 @@ impl Store {
         progress: &dyn Fn(u64, u64),
     ) -> Result<MigrateReport> {
         let start = Instant::now();
+        if opts.to == Backend::Remote {
+            return Err(Error::InvalidConfig {
+                origin: "migrate".into(),
+                reason: "bytes go to a remote by push and evict, not by migrate".into(),
+            });
+        }
         let records = tables::all(self.index()?)?;
         let total = records.len() as u64;
         let mut report = MigrateReport {
@@ -162,7 +169,9 @@ impl Store {
         let mut batch = Vec::new();
         for (i, rec) in records.into_iter().enumerate() {
             progress(i as u64, total);
+            // Remote records are skipped: their bytes come back by fetch.
             let wanted = rec.backend != opts.to
+                && rec.backend != Backend::Remote
                 && (opts.to != Backend::Inline || rec.size_bytes <= opts.inline_max);
             if !wanted {
                 report.skipped += 1;

@@ -1,6 +1,7 @@
 //! Artifacts ("resources"): files attached to runs, their bytes inline in the index database or
-//! in a sharded directory, with durable streaming writes, verified reads, migration between the
-//! backends, garbage collection and content checks (FORMAT.md §7).
+//! in a sharded directory (or, once their run is evicted, only on a remote: the `remote`
+//! backend, fetched back on read), with durable streaming writes, verified reads, migration
+//! between the backends, garbage collection and content checks (FORMAT.md §7).
 //!
 //! # API layout
 //! - [`Store::create_resource`], [`Store::resource_writer`] (streaming): new resources.
@@ -169,8 +170,7 @@ impl Store {
 
     /// Random access to resource `id` (mmap for files of [`MMAP_THRESHOLD`] bytes or more).
     pub fn open_resource(&self, id: Uuid) -> Result<ResourceReader> {
-        let rec = self.resource(id)?;
-        self.ensure_local(&rec)?;
+        let rec = self.local_resource(self.resource(id)?)?;
         match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;
@@ -181,6 +181,7 @@ impl Store {
                 let file = read::open_checked(&path, &rec)?;
                 ResourceReader::file(rec, file, &path)
             }
+            Backend::Remote => unreachable!("local_resource fetches remote bytes"),
         }
     }
 
@@ -215,8 +216,7 @@ impl Store {
     }
 
     fn read_whole(&self, id: Uuid, verify: bool) -> Result<ResourceData> {
-        let rec = self.resource(id)?;
-        self.ensure_local(&rec)?;
+        let rec = self.local_resource(self.resource(id)?)?;
         let (data, sha) = match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;
@@ -241,11 +241,29 @@ impl Store {
                 }
                 read::read_file(&mut file, rec.size_bytes, &path, verify)?
             }
+            Backend::Remote => unreachable!("local_resource fetches remote bytes"),
         };
         if let Some(sha) = sha {
             read::check_hash(&rec, sha)?;
         }
         Ok(ResourceData::owned(data))
+    }
+
+    /// Points remote record `old` at `file`, which holds its bytes (checked and durable, in
+    /// a shard of the filesystem root): the record goes beside the run, then into the index;
+    /// on failure the file is removed and the record stays remote.
+    pub(crate) fn switch_to_file(
+        &self,
+        old: ResourceRecord,
+        file: PathBuf,
+    ) -> Result<ResourceRecord> {
+        let staged = Staged {
+            backend: Backend::Filesystem,
+            size: old.size_bytes,
+            sha256: old.content_hash.clone(),
+            payload: Payload::File(file),
+        };
+        self.commit_resource(Plan::Replace(old), staged)
     }
 
     fn inline_of(&self, rec: &ResourceRecord) -> Result<Vec<u8>> {
@@ -280,6 +298,7 @@ impl Store {
         let root = match backend {
             Backend::Filesystem => self.artifacts.write_root()?.to_path_buf(),
             Backend::Inline => PathBuf::new(),
+            Backend::Remote => unreachable!("the configuration refuses remote for new bytes"),
         };
         ResourceWriter::new(self, plan, backend, root)
     }
@@ -308,6 +327,7 @@ impl Store {
                 }
                 Payload::Slice(bytes)
             }
+            Backend::Remote => unreachable!("the configuration refuses remote for new bytes"),
         };
         let staged = Staged {
             backend,

@@ -14,6 +14,17 @@ use crate::identity::Identity;
 pub const RECORD_VERSION: u64 = 1;
 /// Largest encoded record accepted (names and descriptions are short texts).
 pub const RECORD_LIMIT: u64 = 1 << 20;
+/// Scheme of a remote record's uri: `cairn-remote://<remote>/<key>`, `<key>` the content key
+/// `.cairn-remote/artifacts/<aa>/<sha256>` of the bytes on that remote (FORMAT.md §7.2).
+pub const REMOTE_SCHEME: &str = "cairn-remote://";
+
+/// The uri of bytes with this sha256 held on remote `remote`.
+pub(crate) fn remote_uri(remote: &str, sha256: &str) -> String {
+    format!(
+        "{REMOTE_SCHEME}{remote}/{}",
+        crate::remote::artifact_key(sha256)
+    )
+}
 
 /// Where a resource's bytes live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +34,9 @@ pub enum Backend {
     Inline,
     /// A file `<fs_root>/<aa>/<uuid>`; the uri is its `file://` URL.
     Filesystem,
+    /// Held only on a remote (the run was evicted); the uri is [`REMOTE_SCHEME`], the remote's
+    /// name and the content key of the bytes there. Never a backend for new bytes.
+    Remote,
 }
 
 impl Backend {
@@ -31,6 +45,7 @@ impl Backend {
         match self {
             Backend::Inline => "inline",
             Backend::Filesystem => "filesystem",
+            Backend::Remote => "remote",
         }
     }
 
@@ -39,6 +54,7 @@ impl Backend {
         match s {
             "inline" => Some(Backend::Inline),
             "filesystem" => Some(Backend::Filesystem),
+            "remote" => Some(Backend::Remote),
             _ => None,
         }
     }
@@ -68,7 +84,8 @@ pub struct ResourceRecord {
     pub updated_at: String,
     /// Where the bytes are.
     pub backend: Backend,
-    /// `file://` URL of the bytes (filesystem backend), empty for inline.
+    /// `file://` URL of the bytes (filesystem backend), `cairn-remote://` URL (remote), empty
+    /// for inline.
     pub uri: String,
     /// Length of the bytes.
     pub size_bytes: u64,
@@ -77,6 +94,20 @@ pub struct ResourceRecord {
 }
 
 impl ResourceRecord {
+    /// The remote holding a remote record's bytes (`None` for other backends).
+    pub fn remote_name(&self) -> Option<&str> {
+        if self.backend != Backend::Remote {
+            return None;
+        }
+        let rest = self.uri.strip_prefix(REMOTE_SCHEME)?;
+        rest.split_once('/').map(|(name, _)| name)
+    }
+
+    /// The key of a remote record's bytes on its remote.
+    pub(crate) fn remote_key(&self) -> String {
+        crate::remote::artifact_key(&self.content_hash)
+    }
+
     /// Canonical CBOR of the record.
     pub fn encode(&self) -> Vec<u8> {
         let mut m = Map::new();
@@ -158,6 +189,18 @@ impl ResourceRecord {
             Backend::Filesystem if !uri.starts_with("file://") => {
                 return Err(bad("filesystem record without a file:// uri"));
             }
+            Backend::Remote => {
+                let name = uri
+                    .strip_prefix(REMOTE_SCHEME)
+                    .and_then(|rest| rest.split_once('/'))
+                    .map(|(name, _)| name)
+                    .filter(|name| crate::remote::is_remote_name(name));
+                if name.is_none_or(|name| uri != remote_uri(name, &content_hash)) {
+                    return Err(bad(&format!(
+                        "remote record's uri {uri:?} is not {REMOTE_SCHEME}<remote>/<content key of its sha256>"
+                    )));
+                }
+            }
             _ => {}
         }
         Ok(ResourceRecord {
@@ -184,6 +227,13 @@ pub(crate) fn is_sha256_hex(s: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn remote_record(name: String, size: u64, remote: String) -> ResourceRecord {
+        let mut rec = record(name, size, false);
+        rec.backend = Backend::Remote;
+        rec.uri = remote_uri(&remote, &rec.content_hash);
+        rec
+    }
 
     fn record(name: String, size: u64, fs: bool) -> ResourceRecord {
         ResourceRecord {
@@ -215,6 +265,74 @@ mod tests {
             let bytes = rec.encode();
             prop_assert_eq!(ResourceRecord::decode(&bytes, Path::new("r")).unwrap(), rec);
         }
+
+        #[test]
+        fn remote_records_round_trip(
+            name in ".{0,40}",
+            size: u64,
+            remote in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}",
+        ) {
+            let rec = remote_record(name, size, remote.clone());
+            let bytes = rec.encode();
+            let back = ResourceRecord::decode(&bytes, Path::new("r")).unwrap();
+            prop_assert_eq!(back.remote_name(), Some(remote.as_str()));
+            prop_assert_eq!(back, rec);
+        }
+    }
+
+    #[test]
+    fn the_remote_record_seeds_are_a_golden_record_and_a_refused_one() {
+        let seed = include_bytes!("../../fuzz/seeds/resource_record/record3_remote.cbor");
+        let rec = ResourceRecord::decode(seed, Path::new("seed")).unwrap();
+        assert_eq!(rec.backend, Backend::Remote);
+        assert_eq!(rec.remote_name(), Some("lake"));
+        assert_eq!(rec.encode(), seed, "byte for byte");
+        let bad = include_bytes!("../../fuzz/seeds/resource_record/record4_remote_wrong_key.cbor");
+        assert!(ResourceRecord::decode(bad, Path::new("seed")).is_err());
+    }
+
+    #[test]
+    fn remote_records_name_a_valid_remote_and_their_own_content_key() {
+        let good = remote_record("n".into(), 1, "lake".into());
+        assert_eq!(
+            good.uri,
+            format!(
+                "cairn-remote://lake/.cairn-remote/artifacts/ab/{}",
+                "ab".repeat(32)
+            )
+        );
+        let refused = |uri: String| {
+            let mut rec = good.clone();
+            rec.uri = uri;
+            let err = ResourceRecord::decode(&rec.encode(), Path::new("x.cbor")).unwrap_err();
+            assert!(err.to_string().starts_with("x.cbor: "), "{err}");
+            assert!(err.to_string().contains("remote record"), "{err}");
+        };
+        refused(String::new());
+        refused("file:///a/01/x".into());
+        refused(good.uri.replace("lake", ".lake"));
+        refused(good.uri.replace("lake", ""));
+        refused(good.uri.replace("/ab/", "/cd/"));
+        refused(format!("{}/../x", good.uri));
+        refused(good.uri.replace(&"ab".repeat(32), &"cd".repeat(32)));
+    }
+
+    #[test]
+    fn unknown_backends_are_refused_by_name_as_an_old_reader_refuses_remote() {
+        // Version 1 reserved "remote": a reader that predates it fails on the backend name,
+        // which is how `decode` treats any backend it does not know.
+        let rec = remote_record("n".into(), 1, "lake".into());
+        let bytes = rec.encode().to_vec();
+        let Value::Map(mut m) = Value::from_canonical_cbor(&bytes, "r").unwrap() else {
+            unreachable!()
+        };
+        m.insert("backend".into(), Value::Text("tape".into()));
+        let err =
+            ResourceRecord::decode(&Value::Map(m).to_cbor(), Path::new("x.cbor")).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown backend \"tape\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -251,6 +251,7 @@ impl<'s> ResourceWriter<'s> {
                 fs::remove_file(&spool).map_err(|e| Error::io("remove", &spool, e))?;
                 (f, None)
             }
+            Backend::Remote => unreachable!("the configuration refuses remote for new bytes"),
         };
         let mut pipe = HashPipe::new();
         Ok(ResourceWriter {
@@ -341,6 +342,7 @@ impl<'s> ResourceWriter<'s> {
                 self.tmp = None;
                 Payload::File(dest)
             }
+            Backend::Remote => unreachable!("the configuration refuses remote for new bytes"),
             Backend::Inline => Payload::Spool(
                 self.file
                     .try_clone()

@@ -157,15 +157,19 @@ pub(crate) fn open_spec(name: &str, spec: &RemoteSpec) -> Result<Arc<dyn Remote>
     })
 }
 
-/// Checks a remote name: 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
-fn check_name(name: &str, origin: &str) -> Result<()> {
-    let ok = !name.is_empty()
+/// True for a valid remote name: 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub(crate) fn is_remote_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(['.', '-'])
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Checks a remote name ([`is_remote_name`]).
+fn check_name(name: &str, origin: &str) -> Result<()> {
+    if is_remote_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidConfig {

@@ -203,6 +203,18 @@ impl Remote for DirRemote {
         Ok(out)
     }
 
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(key)?;
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", &path, e)),
+            Ok(m) => m
+                .modified()
+                .map(Some)
+                .map_err(|e| Error::io("stat", &path, e)),
+        }
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match fs::remove_file(&path) {

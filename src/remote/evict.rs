@@ -1,12 +1,15 @@
 //! `evict`: deletes a run's local bytes once a remote is checked, at that moment, to hold a
 //! whole copy; keeps a husk (`id.json`, `model.json`, resource records, a marker) so the run
-//! stays indexed and a reindex still knows it (FORMAT.md §8.6).
+//! stays indexed and a reindex still knows it (FORMAT.md §8.6). Filesystem resource records
+//! become `remote` records naming the copy (beside the run, then the index) before any
+//! artifact file is deleted.
 
 use std::fs;
 use std::path::Path;
 
 use super::{check_copy, copies, read_manifest};
-use crate::artifact::Backend;
+use crate::artifact::record::remote_uri;
+use crate::artifact::{Backend, ResourceRecord, sidecar, tables};
 use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -75,9 +78,18 @@ impl Store {
                 Err(e) => reasons.push(format!("{}: {e}", copy.remote)),
             }
         }
-        match &confirmed {
-            Some(name) => copies::record(index, name, &[*identity], copies::now_ms())?,
-            None if opts.force => {}
+        // The remote the records will name: the confirmed one; forced, the most recently
+        // verified recorded copy (unconfirmed), else none.
+        let holder = match &confirmed {
+            Some(name) => {
+                copies::record(index, name, &[*identity], copies::now_ms())?;
+                Some(name.clone())
+            }
+            None if opts.force => {
+                let mut c = copies::of_run(index, identity)?;
+                c.sort_by_key(|c| std::cmp::Reverse(c.verified_at_ms));
+                c.into_iter().next().map(|c| c.remote)
+            }
             None => {
                 return Err(Error::EvictRefused {
                     identity: *identity,
@@ -88,7 +100,7 @@ impl Store {
                     },
                 });
             }
-        }
+        };
 
         // The marker first: from here a crash leaves a husk that reindex reads as evicted.
         durable::replace_file(&dir.join(EVICTED_MARKER), b"evicted\n")?;
@@ -102,19 +114,56 @@ impl Store {
             fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
         }
         remove_empty_dirs(&dir)?;
-        for res in resources
+
+        // Filesystem records become remote records naming the copy (beside the run, then in
+        // the index with the state, one transaction); only then do their files go, so no record
+        // ever names bytes that are gone. Forced with no remote at all, they stay as they are.
+        let now = crate::run::now_rfc3339();
+        let switched: Vec<(ResourceRecord, ResourceRecord)> = match &holder {
+            Some(name) => resources
+                .into_iter()
+                .filter(|r| r.backend == Backend::Filesystem)
+                .map(|r| {
+                    let remote = ResourceRecord {
+                        backend: Backend::Remote,
+                        uri: remote_uri(name, &r.content_hash),
+                        updated_at: now.clone(),
+                        ..r.clone()
+                    };
+                    (r, remote)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let committed = switched
             .iter()
-            .filter(|r| r.backend == Backend::Filesystem)
-        {
-            let path = crate::artifact::fs::path_of_uri(&res.uri, &self.artifact_fs_root())?;
+            .try_for_each(|(_, new)| sidecar::write(&dir, new))
+            .and_then(|()| failpoint("remote.evict_after_records"))
+            .and_then(|()| {
+                rec.state = Availability::Evicted;
+                index.write(|txn| {
+                    for (_, new) in &switched {
+                        tables::put(index, txn, new)?;
+                    }
+                    index.put(txn, &rec, 0)
+                })
+            });
+        if let Err(e) = committed {
+            // The index still has the filesystem records: put them back beside the run.
+            for (old, _) in &switched {
+                let _ = sidecar::write(&dir, old);
+            }
+            return Err(e);
+        }
+        failpoint("remote.evict_before_artifact_delete")?;
+        for (old, _) in &switched {
+            let path = crate::artifact::fs::path_of_uri(&old.uri, &self.artifact_fs_root())?;
             match fs::remove_file(&path) {
                 Ok(()) => durable::sync_dir(path.parent().expect("in a shard"))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove", &path, e)),
             }
         }
-        rec.state = Availability::Evicted;
-        index.write(|txn| index.put(txn, &rec, 0))?;
         Ok(confirmed)
     }
 
@@ -126,13 +175,16 @@ impl Store {
         identity: &Identity,
         dir: &Path,
         local: &[String],
-        resources: &[crate::artifact::ResourceRecord],
+        resources: &[ResourceRecord],
     ) -> Result<Option<String>> {
         let remote = self.remote(name)?;
         let Some(m) = read_manifest(remote.as_ref(), identity)? else {
             return Ok(Some("no committed copy (manifest missing)".into()));
         };
         for rel in local {
+            if rel.starts_with(crate::artifact::SIDECAR_DIR) {
+                continue; // records: checked below by id and sha256 (a husk's may be remote)
+            }
             let size = fs::metadata(dir.join(rel))
                 .map_err(|e| Error::io("stat", dir.join(rel), e))?
                 .len();

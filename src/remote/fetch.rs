@@ -147,7 +147,17 @@ impl Store {
             None => {
                 let mut c = copies::of_run(index, identity)?;
                 c.sort_by_key(|c| std::cmp::Reverse(c.verified_at_ms));
-                c.into_iter().map(|c| c.remote).collect()
+                let mut names: Vec<String> = c.into_iter().map(|c| c.remote).collect();
+                // Then the remotes its remote records name (the copies table may be lost with
+                // the index; the records come back from the husk).
+                for r in tables::of_run(index, identity)? {
+                    if let Some(n) = r.remote_name()
+                        && !names.iter().any(|x| x == n)
+                    {
+                        names.push(n.to_owned());
+                    }
+                }
+                names
             }
         };
         let mut last = None;
@@ -239,6 +249,56 @@ impl Store {
         Ok((bytes, new_records))
     }
 
+    /// Where the bytes of remote record `r` go back, and its record once they are there: the
+    /// record as pushed (staged beside the run) when it is the same resource as a filesystem
+    /// record inside the artifact root, so the run directory is again the copy byte for byte;
+    /// else a new file, the record switched to it.
+    fn restored_record(
+        &self,
+        pushed: Option<&ResourceRecord>,
+        r: ResourceRecord,
+    ) -> Result<(PathBuf, ResourceRecord)> {
+        if let Some(p) = pushed
+            && p.backend == Backend::Filesystem
+            && (&p.run, p.size_bytes, &p.content_hash) == (&r.run, r.size_bytes, &r.content_hash)
+            && let Ok(target) = crate::artifact::fs::path_of_uri(&p.uri, &self.artifact_fs_root())
+        {
+            return Ok((target, p.clone()));
+        }
+        let target =
+            crate::artifact::fs::file_path(self.artifacts.write_root()?, uuid::Uuid::new_v4());
+        let rec = ResourceRecord {
+            backend: Backend::Filesystem,
+            uri: crate::artifact::fs::uri_of(&target)?,
+            updated_at: crate::run::now_rfc3339(),
+            ..r
+        };
+        Ok((target, rec))
+    }
+
+    /// Brings the bytes of remote record `rec` back alone (its run is local): from the remote
+    /// its uri names, checked and made durable in a new file, then the record switched to it
+    /// (beside the run, then the index). Returns the new record.
+    pub(crate) fn fetch_resource(
+        &self,
+        rec: ResourceRecord,
+        progress: Progress<'_>,
+    ) -> Result<ResourceRecord> {
+        let name = rec.remote_name().expect("a remote record names its remote");
+        let remote = self.remote(name)?;
+        let target =
+            crate::artifact::fs::file_path(self.artifacts.write_root()?, uuid::Uuid::new_v4());
+        fetch_artifact(
+            remote.as_ref(),
+            &rec.remote_key(),
+            &target,
+            rec.size_bytes,
+            &rec.content_hash,
+            progress,
+        )?;
+        self.switch_to_file(rec, target)
+    }
+
     fn stage_copy(
         &self,
         remote: &dyn Remote,
@@ -266,47 +326,59 @@ impl Store {
         }
         let index = self.index()?;
         let mut new_records = Vec::new();
+        // The records as pushed, fetched beside the run.
+        let pushed: std::collections::HashMap<uuid::Uuid, ResourceRecord> =
+            sidecar::read_all(staging)
+                .into_iter()
+                .flatten()
+                .map(|r| (r.id, r))
+                .collect();
         for a in &m.artifacts {
             let key = artifact_key(&a.sha256);
             let known = tables::get(index, a.id)?;
-            let target = match &known {
+            let (target, record) = match known {
                 Some(r) if r.backend == Backend::Filesystem => {
-                    crate::artifact::fs::path_of_uri(&r.uri, &self.artifact_fs_root())?
+                    if r.content_hash != a.sha256 {
+                        continue; // updated since the push: its new bytes never left
+                    }
+                    let target =
+                        crate::artifact::fs::path_of_uri(&r.uri, &self.artifact_fs_root())?;
+                    if fs::metadata(&target).is_ok_and(|md| md.len() == a.size) {
+                        continue;
+                    }
+                    (target, None)
+                }
+                Some(r) if r.backend == Backend::Remote => {
+                    let (target, rec) = self.restored_record(pushed.get(&r.id), r)?;
+                    (target, Some(rec))
                 }
                 Some(_) => continue, // inline: the bytes never left the index
                 None => {
+                    // A remote-only run: its record (fetched beside the run) now points here.
+                    let file = sidecar::path(staging, a.id);
+                    let bytes = fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
+                    let mut rec = ResourceRecord::decode(&bytes, &file)?;
                     let root = self.artifacts.write_root()?;
-                    crate::artifact::fs::file_path(root, uuid::Uuid::new_v4())
+                    let target = crate::artifact::fs::file_path(root, uuid::Uuid::new_v4());
+                    rec.backend = Backend::Filesystem;
+                    rec.uri = crate::artifact::fs::uri_of(&target)?;
+                    (target, Some(rec))
                 }
             };
-            if fs::metadata(&target).is_ok_and(|md| md.len() == a.size) && known.is_some() {
-                continue;
-            }
-            let root = target
-                .parent()
-                .and_then(Path::parent)
-                .expect("<root>/<aa>/<uuid>");
-            let stage_dir = root.join(crate::artifact::fs::STAGING_DIR);
-            durable::create_dir_all(&stage_dir)?;
-            let staged = stage_dir.join(uuid::Uuid::new_v4().to_string());
-            if let Err(e) = download(remote, &key, &staged, a.size, &a.sha256, progress) {
-                let _ = fs::remove_file(&staged);
-                return Err(e);
-            }
+            fetch_artifact(remote, &key, &target, a.size, &a.sha256, progress)?;
             bytes += a.size;
-            let shard = target.parent().expect("a shard");
-            durable::create_dir_all(shard)?;
-            fs::rename(&staged, &target).map_err(|e| Error::io("rename", &staged, e))?;
-            durable::sync_dir(shard)?;
-            if known.is_none() {
-                // A remote-only run: its record (fetched beside the run) now points here.
-                let file = sidecar::path(staging, a.id);
-                let bytes = fs::read(&file).map_err(|e| Error::io("read", &file, e))?;
-                let mut rec = ResourceRecord::decode(&bytes, &file)?;
-                rec.backend = Backend::Filesystem;
-                rec.uri = crate::artifact::fs::uri_of(&target)?;
-                sidecar::write(staging, &rec)?;
+            if let Some(rec) = record {
+                if pushed.get(&rec.id) != Some(&rec) {
+                    sidecar::write(staging, &rec)?;
+                }
                 new_records.push(rec);
+            }
+        }
+        // The index is the commit point of every record: one changed since the push (say,
+        // migrated while the run was evicted) goes beside the run as the index has it.
+        for rec in tables::of_run(index, &m.identity)? {
+            if rec.backend != Backend::Remote && pushed.get(&rec.id) != Some(&rec) {
+                sidecar::write(staging, &rec)?;
             }
         }
         for dir in dirs {
@@ -316,11 +388,38 @@ impl Store {
     }
 }
 
+/// Downloads artifact bytes `key` to `target` (`<root>/<aa>/<uuid>`): staged under the root's
+/// `.staging/`, size and sha256 checked, fsynced, renamed into the shard, shard fsynced.
+fn fetch_artifact(
+    remote: &dyn Remote,
+    key: &str,
+    target: &Path,
+    size: u64,
+    sha256: &str,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let shard = target.parent().expect("<root>/<aa>/<uuid>");
+    let root = shard.parent().expect("<root>/<aa>/<uuid>");
+    let stage_dir = root.join(crate::artifact::fs::STAGING_DIR);
+    durable::create_dir_all(&stage_dir)?;
+    let staged = stage_dir.join(uuid::Uuid::new_v4().to_string());
+    if let Err(e) = download(remote, key, &staged, size, sha256, progress) {
+        let _ = fs::remove_file(&staged);
+        return Err(e);
+    }
+    durable::create_dir_all(shard)?;
+    if let Err(e) = fs::rename(&staged, target) {
+        let _ = fs::remove_file(&staged);
+        return Err(Error::io("rename", &staged, e));
+    }
+    durable::sync_dir(shard)
+}
+
 /// Downloads `key` to the new file `dest`, checks size and sha256, fsyncs it.
 fn download(
     remote: &dyn Remote,
     key: &str,
-    dest: &PathBuf,
+    dest: &Path,
     size: u64,
     sha256: &str,
     progress: Progress<'_>,

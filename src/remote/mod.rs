@@ -7,7 +7,7 @@
 //!   ([`Store::add_remote`], [`Store::remove_remote`], [`Store::remotes`]) or through
 //!   [`StoreBuilder::remote`](crate::StoreBuilder::remote).
 //! - [`Store::push`], [`Store::fetch`], [`Store::fetch_many`], [`Store::evict`], [`Store::whereis`],
-//!   [`Store::reindex_remote`], [`Store::verify_remote`].
+//!   [`Store::reindex_remote`], [`Store::verify_remote`], [`Store::gc_remote`].
 //!
 //! A remote holds run files at `<location>/<path>` (the run directory format), artifact bytes
 //! content-addressed at `.cairn-remote/artifacts/<aa>/<sha256>`, and one manifest per run at
@@ -19,6 +19,7 @@ mod copies;
 mod dir;
 mod evict;
 mod fetch;
+mod gc;
 mod manifest;
 mod push;
 mod s3;
@@ -33,12 +34,13 @@ pub use copies::Copy;
 pub use dir::DirRemote;
 pub use evict::{EVICTED_MARKER, EvictOptions};
 pub use fetch::FetchReport;
+pub use gc::RemoteGcReport;
 pub use manifest::{Manifest, ManifestArtifact, ManifestFile};
 pub use push::PushReport;
 pub use s3::S3Remote;
 pub use verify::{RemoteFinding, RemoteReport};
 
-pub(crate) use config::RemoteOptions;
+pub(crate) use config::{RemoteOptions, is_remote_name};
 pub(crate) use evict::is_husk;
 
 use crate::error::{Error, Result};
@@ -96,6 +98,9 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
 
     /// Deletes the object at `key`; absent is fine.
     fn delete(&self, key: &str) -> Result<()>;
+
+    /// When the object at `key` was written; `None` when there is none.
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>>;
 
     /// Run files larger than this many bytes are stored content-addressed (at
     /// [`artifact_key`] of their sha256) instead of at their path, because this remote cannot
@@ -189,12 +194,34 @@ impl Store {
     }
 
     /// Before reading the bytes of resource `res`: makes its run local ([`Store::open_run`]'s
-    /// rule). Inline bytes never leave the index, so they need nothing.
-    pub(crate) fn ensure_local(&self, res: &crate::artifact::ResourceRecord) -> Result<()> {
-        if res.backend == crate::artifact::Backend::Inline {
-            return Ok(());
+    /// rule), then fetches the bytes of a record still `remote` alone (its run was local
+    /// already, e.g. after a crash inside a fetch); returns the record as it now is. Inline
+    /// bytes never leave the index, so they need nothing. With on-demand fetching off, a
+    /// remote record gives [`Error::ResourceRemote`] naming the resource and the remote.
+    pub(crate) fn local_resource(
+        &self,
+        res: crate::artifact::ResourceRecord,
+    ) -> Result<crate::artifact::ResourceRecord> {
+        use crate::artifact::Backend;
+        match res.backend {
+            Backend::Inline => return Ok(res),
+            Backend::Remote if !self.remotes.fetch_on_demand => {
+                return Err(Error::ResourceRemote {
+                    id: res.id,
+                    name: res.name.clone(),
+                    remote: res.remote_name().unwrap_or_default().to_owned(),
+                });
+            }
+            _ => {}
         }
-        self.make_local(&res.run)
+        self.make_local(&res.run)?;
+        let res = self
+            .get_resource(res.id)?
+            .ok_or(Error::UnknownResource { id: res.id })?;
+        if res.backend == Backend::Remote {
+            return self.fetch_resource(res, &|_| {});
+        }
+        Ok(res)
     }
 
     /// Fetches run `identity` when the index has it `evicted` or `remote` and on-demand

@@ -100,8 +100,8 @@ impl S3Remote {
     }
 
     fn path(&self, key: &str) -> Result<ObjectPath> {
-        let full = if self.prefix.is_empty() {
-            key.to_owned()
+        let full = if self.prefix.is_empty() || key.is_empty() {
+            format!("{}{key}", self.prefix)
         } else {
             format!("{}/{key}", self.prefix)
         };
@@ -253,6 +253,15 @@ impl Remote for S3Remote {
         let path = self.path(key)?;
         match runtime().block_on(self.store.head(&path)) {
             Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        let path = self.path(key)?;
+        match runtime().block_on(self.store.head(&path)) {
+            Ok(meta) => Ok(Some(meta.last_modified.into())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(key, e)),
         }
