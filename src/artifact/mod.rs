@@ -19,7 +19,7 @@ pub(crate) mod config;
 pub mod fs;
 mod gc;
 mod migrate;
-mod read;
+pub(crate) mod read;
 pub mod record;
 pub(crate) mod sidecar;
 pub(crate) mod tables;

@@ -286,8 +286,10 @@ impl Store {
                 .parent()
                 .and_then(Path::parent)
                 .expect("<root>/<aa>/<uuid>");
-            let stage_dir = root.join(crate::artifact::fs::STAGING_DIR);
-            durable::create_dir_all(&stage_dir)?;
+            let stage_dir = crate::confine::create_dir_below(
+                root,
+                Path::new(crate::artifact::fs::STAGING_DIR),
+            )?;
             let staged = stage_dir.join(uuid::Uuid::new_v4().to_string());
             if let Err(e) = download(remote, &key, &staged, a.size, &a.sha256, progress) {
                 let _ = fs::remove_file(&staged);
@@ -295,7 +297,7 @@ impl Store {
             }
             bytes += a.size;
             let shard = target.parent().expect("a shard");
-            durable::create_dir_all(shard)?;
+            crate::confine::create_dir_below(root, shard.strip_prefix(root).expect("in the root"))?;
             fs::rename(&staged, &target).map_err(|e| Error::io("rename", &staged, e))?;
             durable::sync_dir(shard)?;
             if known.is_none() {
