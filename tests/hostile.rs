@@ -673,12 +673,14 @@ fn fetch_from_a_hostile_dir_remote_stays_inside_both_roots() {
             },
         )
         .unwrap();
-    let ids: Vec<Identity> = f.good.iter().map(|g| g.run.identity()).collect();
+    let big = f.run(&store, 0);
+    let mut ids: Vec<Identity> = f.good.iter().map(|g| g.run.identity()).collect();
+    ids.push(big.identity());
     let pushed = store.push(&ids, "m", &|_| {}).unwrap();
     assert!(pushed.failed.is_empty(), "{pushed:?}");
 
-    for g in &f.good {
-        store.evict(&g.run.identity(), &Default::default()).unwrap();
+    for id in &ids {
+        store.evict(id, &Default::default()).unwrap();
     }
     // Run 0: its model.json on the remote becomes a link to the canary, and the manifest claims
     // the canary's size and hash.
@@ -701,6 +703,13 @@ fn fetch_from_a_hostile_dir_remote_stays_inside_both_roots() {
             }
         }
     });
+    // Run 3: a 100 MB manifest (sparse), refused at the limit without reading it all.
+    std::fs::File::options()
+        .write(true)
+        .open(manifest_of(&ids[3]))
+        .unwrap()
+        .set_len(100_000_000)
+        .unwrap();
     // Run 1: `..` in the manifest's location; run 2: `..` in a file path.
     edit(&ids[1], &|m| m["location"] = json!("../outside"));
     edit(&ids[2], &|m| {
@@ -713,6 +722,11 @@ fn fetch_from_a_hostile_dir_remote_stays_inside_both_roots() {
         assert!(!text.contains(SECRET), "{text}");
         match i {
             0 => assert!(text.contains("model.json"), "{text}"),
+            3 => assert!(
+                matches!(err, Error::TooLarge { limit, .. } if limit == 64 << 20)
+                    && text.contains(&format!("m:.cairn-remote/manifests/{id}.json")),
+                "{text}"
+            ),
             _ => assert!(text.contains("manifest") && text.contains(".."), "{text}"),
         }
     }

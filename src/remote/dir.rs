@@ -233,9 +233,13 @@ mod tests {
             Put::Exists
         );
         assert_eq!(
-            super::super::get_bytes(&r, "a/b/c").unwrap().unwrap(),
+            super::super::get_bytes(&r, "a/b/c", 3).unwrap().unwrap(),
             b"one"
         );
+        assert!(matches!(
+            super::super::get_bytes(&r, "a/b/c", 2),
+            Err(Error::TooLarge { size: 3, .. })
+        ));
         assert_eq!(r.get_range("a/b/c", 1..3).unwrap(), b"ne");
         assert_eq!(r.list("a/").unwrap(), vec!["a/b/c".to_owned()]);
         assert_eq!(fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);
