@@ -151,8 +151,17 @@ impl Fixture {
         );
     }
 
-    /// The good runs are found and their resources read back verified.
+    /// Reindex, find and repair complete, and the good runs are found with their resources read
+    /// back verified.
     fn check_good(&self, store: &Store) {
+        store.reindex(false, &|_| {}).unwrap();
+        store
+            .repair(&Schemas::new(), RepairOptions::default())
+            .unwrap();
+        let found = store.find(&cairn::query::Query::new()).unwrap();
+        for g in &self.good {
+            assert!(found.iter().any(|r| r.identity == g.run.identity()));
+        }
         for g in &self.good {
             let run = store.get(&g.run.identity()).unwrap().unwrap();
             assert_eq!(run.path(), g.run.path());
