@@ -138,11 +138,21 @@ fn scratch() -> PathBuf {
     } else {
         std::env::temp_dir()
     };
-    let dir = base.join(format!(
-        "cairn-model-ops-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        // An input cut short (`-max_total_time`, a crash) leaves its directory: remove those of
+        // processes that are gone.
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("cairn-model-ops-")
+                .and_then(|r| r.split('-').next());
+            if pid.is_some_and(|p| !Path::new("/proc").join(p).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = base.join(format!("cairn-model-ops-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
