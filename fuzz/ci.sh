@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-30}"
 TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
-ALL_TARGETS=(id_json model_json canonical_json canonical_cbor index_record resource_record env_file file_uri remote_manifest)
+ALL_TARGETS=(id_json model_json canonical_json canonical_cbor index_record resource_record env_file file_uri remote_manifest model_ops)
 if [ "$#" -gt 0 ]; then
   TARGETS=("$@")
 else

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -201,6 +202,15 @@ pub struct IndexStats {
     pub runs: u64,
     /// Size of the index file in bytes.
     pub file_bytes: u64,
+}
+
+/// Longest wait for the index's write slot in this process so far, in nanoseconds.
+static LONGEST_WRITE_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The longest this process has waited for the index's write slot (another process or thread
+/// writing), over every index it opened: a load statistic for tests and tools.
+pub fn longest_write_wait() -> Duration {
+    Duration::from_nanos(LONGEST_WRITE_WAIT_NS.load(Ordering::Relaxed))
 }
 
 /// The open index.
@@ -480,6 +490,7 @@ impl Index {
                 Err(e) => return Err(redb_error(&self.path, e)),
             }
         };
+        LONGEST_WRITE_WAIT_NS.fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         *self.lookups.lock().expect("lookup lock") = None;
         let out = f(&txn)?;
         crate::durable::failpoint("index.before_commit")?;

@@ -37,6 +37,7 @@
 pub mod artifact;
 pub mod canonical;
 mod cbor;
+mod confine;
 mod durable;
 pub mod error;
 pub mod identity;

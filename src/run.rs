@@ -3,7 +3,6 @@
 //! Parsing is strict and bounded: size limits, nesting limits, duplicate keys refused, an exact
 //! `format` version. Unknown top-level fields survive a read and a write.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -287,9 +286,10 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
-/// Reads a whole file, refusing files over `limit` bytes (even ones that grow while read).
+/// Reads a whole regular file (never through a link), refusing files over `limit` bytes (even
+/// ones that grow while read).
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = File::open(path).map_err(|e| Error::io("read", path, e))?;
+    let f = crate::confine::open_regular(path)?;
     let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     if size > limit {
         return Err(Error::TooLarge {

@@ -345,6 +345,8 @@ impl Store {
     /// naming another identity is an error.
     pub fn load(&self, location: &Path, expected: Option<Identity>) -> Result<Option<Run>> {
         check_relative(location)?;
+        // A run directory (or a parent) replaced by a link could lead out of the root.
+        crate::confine::check_no_links(&self.root, location)?;
         let path = self.root.join(location);
         match fs::symlink_metadata(path.join(ID_FILE)) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

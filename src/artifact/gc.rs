@@ -121,7 +121,9 @@ impl Store {
         for shard in entries {
             let name = shard.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let is_shard = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            if !(is_shard || name == STAGING_DIR) || !shard.is_dir() {
+            // A linked shard could lead out of the root: never listed, never emptied.
+            let real_dir = std::fs::symlink_metadata(&shard).is_ok_and(|m| m.is_dir());
+            if !(is_shard || name == STAGING_DIR) || !real_dir {
                 continue; // not cairn's: left alone
             }
             for file in list(&shard, &mut report.errors) {

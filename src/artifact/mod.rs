@@ -20,7 +20,7 @@ pub(crate) mod config;
 pub mod fs;
 mod gc;
 mod migrate;
-mod read;
+pub(crate) mod read;
 pub mod record;
 pub(crate) mod sidecar;
 pub(crate) mod tables;
@@ -85,9 +85,12 @@ impl Store {
     }
 
     /// Replaces the bytes of resource `id` (written to the configured backend): the new bytes
-    /// are made durable, the record switched, then the old bytes removed.
+    /// are made durable, the record switched, then the old bytes removed. A run that is not
+    /// local is fetched first, or the call fails with [`Error::NotLocal`].
     pub fn update_resource(&self, id: Uuid, bytes: &[u8]) -> Result<ResourceRecord> {
         let old = self.resource(id)?;
+        // Changed in an evicted husk, the change would be undone by the next fetch.
+        self.make_local(&old.run)?;
         self.store_bytes(
             Plan::Replace(old),
             self.artifacts.backend,
@@ -99,6 +102,7 @@ impl Store {
     /// A streaming writer of new bytes for resource `id`.
     pub fn resource_updater(&self, id: Uuid) -> Result<ResourceWriter<'_>> {
         let old = self.resource(id)?;
+        self.make_local(&old.run)?;
         self.writer(Plan::Replace(old), self.artifacts.backend)
     }
 
@@ -186,12 +190,15 @@ impl Store {
     }
 
     /// Deletes resource `id`: its record beside the run, then its index entry (and inline
-    /// bytes), then its file. Returns false when there was no such resource.
+    /// bytes), then its file. Returns false when there was no such resource. A run that is not
+    /// local is fetched first (as reads do), or the call fails with [`Error::NotLocal`].
     pub fn delete_resource(&self, id: Uuid) -> Result<bool> {
         let index = self.index()?;
         let Some(rec) = tables::get(index, id)? else {
             return Ok(false);
         };
+        // Deleted from an evicted husk, the resource would come back with the next fetch.
+        self.make_local(&rec.run)?;
         let run_dir = self.run_dir(&rec.run)?;
         if let Some(dir) = &run_dir {
             sidecar::remove(dir, id)?;

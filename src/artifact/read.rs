@@ -88,15 +88,16 @@ pub(crate) fn read_mapped_verified(
 }
 
 /// Opens a resource file, refusing anything but a regular file of the recorded size.
+/// `path` is `<root>/<aa>/<uuid>` (from `path_of_uri`): its shard must be a real directory too.
 pub(crate) fn open_checked(path: &Path, rec: &ResourceRecord) -> Result<File> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    if !meta.is_file() {
+    let shard = path.parent().expect("<root>/<aa>/<uuid>");
+    if std::fs::symlink_metadata(shard).is_ok_and(|m| !m.is_dir()) {
         return Err(Error::UnsafePath {
-            path: path.into(),
-            reason: "a resource file must be a regular file, not a link".into(),
+            path: shard.into(),
+            reason: "a shard must be a real directory, not a link".into(),
         });
     }
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let file = crate::confine::open_regular(path)?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::record::ResourceRecord;
+use super::record::{RECORD_LIMIT, ResourceRecord};
 use crate::durable;
 use crate::error::{Error, Result};
 
@@ -22,16 +22,22 @@ pub(crate) fn path(run_dir: &Path, id: Uuid) -> PathBuf {
         .join(format!("{}.{EXT}", id.hyphenated()))
 }
 
+/// The record directory of `run_dir`, created durably; a link there (which could lead out of
+/// the store) is refused.
+fn real_dir(run_dir: &Path) -> Result<PathBuf> {
+    crate::confine::create_dir_below(run_dir, Path::new(SIDECAR_DIR))
+}
+
 /// Writes (or atomically replaces) `rec` beside its run, durably.
 pub(crate) fn write(run_dir: &Path, rec: &ResourceRecord) -> Result<()> {
-    durable::create_dir_all(&run_dir.join(SIDECAR_DIR))?;
+    real_dir(run_dir)?;
     durable::replace_file(&path(run_dir, rec.id), &rec.encode())
 }
 
 /// [`write`] without the directory fsync: the file is durable, its name once the caller calls
 /// [`sync_dir`] (one fsync for many records of a run).
 pub(crate) fn write_unsynced_dir(run_dir: &Path, rec: &ResourceRecord) -> Result<()> {
-    durable::create_dir_all(&run_dir.join(SIDECAR_DIR))?;
+    real_dir(run_dir)?;
     durable::replace_file_unsynced_dir(&path(run_dir, rec.id), &rec.encode())
 }
 
@@ -42,6 +48,7 @@ pub(crate) fn sync_dir(run_dir: &Path) -> Result<()> {
 
 /// Removes the record file of `id`, durably; absent is fine.
 pub(crate) fn remove(run_dir: &Path, id: Uuid) -> Result<()> {
+    crate::confine::check_no_links(run_dir, Path::new(SIDECAR_DIR))?;
     let p = path(run_dir, id);
     match fs::remove_file(&p) {
         Ok(()) => durable::sync_dir(p.parent().expect("in the sidecar directory")),
@@ -51,8 +58,12 @@ pub(crate) fn remove(run_dir: &Path, id: Uuid) -> Result<()> {
 }
 
 /// Every record file in `run_dir` (none when the directory is absent); unreadable ones as
-/// errors naming the file. Temporaries of an interrupted replace are skipped.
+/// errors naming the file. Temporaries of an interrupted replace are skipped. Links (the
+/// directory or a record) are refused, and records are read only up to [`RECORD_LIMIT`].
 pub(crate) fn read_all(run_dir: &Path) -> Vec<Result<ResourceRecord>> {
+    if let Err(e) = crate::confine::check_no_links(run_dir, Path::new(SIDECAR_DIR)) {
+        return vec![Err(e)];
+    }
     let dir = run_dir.join(SIDECAR_DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -76,8 +87,7 @@ pub(crate) fn read_all(run_dir: &Path) -> Vec<Result<ResourceRecord>> {
             continue;
         };
         let p = entry.path();
-        let rec = fs::read(&p)
-            .map_err(|e| Error::io("read", &p, e))
+        let rec = crate::run::read_bounded(&p, RECORD_LIMIT)
             .and_then(|b| ResourceRecord::decode(&b, &p))
             .and_then(|r| {
                 if r.id == id {

@@ -97,8 +97,7 @@ pub(crate) fn write_file(root: &Path, file_id: Uuid, bytes: &[u8]) -> Result<Pat
 
 /// A fresh staging path under `root/.staging/`, the directories created.
 pub(crate) fn staging_path(root: &Path, file_id: Uuid) -> Result<PathBuf> {
-    let dir = root.join(STAGING_DIR);
-    durable::create_dir_all(&dir)?;
+    let dir = crate::confine::create_dir_below(root, Path::new(STAGING_DIR))?;
     Ok(dir.join(format!("{file_id}.{}", Uuid::new_v4().simple())))
 }
 
@@ -123,7 +122,8 @@ fn publish(root: &Path, tmp: &Path, file_id: Uuid) -> Result<PathBuf> {
 /// only once the caller fsyncs the shard directory.
 pub(crate) fn rename_into_shard(root: &Path, tmp: &Path, file_id: Uuid) -> Result<PathBuf> {
     let dest = file_path(root, file_id);
-    durable::create_dir_all(dest.parent().expect("a shard"))?;
+    let shard = dest.parent().expect("a shard");
+    crate::confine::create_dir_below(root, shard.strip_prefix(root).expect("under the root"))?;
     failpoint("artifact.before_rename")?;
     fs::rename(tmp, &dest).map_err(|e| Error::io("rename", tmp, e))?;
     Ok(dest)

@@ -46,6 +46,8 @@ impl DirRemote {
         if !is_safe_relative(key) {
             return Err(remote_error(&self.name, key, "unsafe key"));
         }
+        // A hostile mirror's links could lead reads or writes out of it.
+        crate::confine::check_no_links(&self.root, Path::new(key))?;
         Ok(self.root.join(key))
     }
 
@@ -135,9 +137,11 @@ impl Remote for DirRemote {
 
     fn get(&self, key: &str, sink: &mut dyn Write, progress: Progress<'_>) -> Result<Option<u64>> {
         let path = self.path(key)?;
-        let mut f = match File::open(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open", &path, e)),
+        let mut f = match crate::confine::open_regular(&path) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
             Ok(f) => f,
         };
         let mut buf = vec![0u8; CHUNK];
@@ -156,7 +160,7 @@ impl Remote for DirRemote {
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let f = crate::confine::open_regular(&path)?;
         let mut buf = vec![0u8; (range.end - range.start) as usize];
         f.read_exact_at(&mut buf, range.start)
             .map_err(|e| Error::io("read", &path, e))?;
@@ -241,9 +245,13 @@ mod tests {
             Put::Exists
         );
         assert_eq!(
-            super::super::get_bytes(&r, "a/b/c").unwrap().unwrap(),
+            super::super::get_bytes(&r, "a/b/c", 3).unwrap().unwrap(),
             b"one"
         );
+        assert!(matches!(
+            super::super::get_bytes(&r, "a/b/c", 2),
+            Err(Error::TooLarge { size: 3, .. })
+        ));
         assert_eq!(r.get_range("a/b/c", 1..3).unwrap(), b"ne");
         assert_eq!(r.list("a/").unwrap(), vec!["a/b/c".to_owned()]);
         assert_eq!(fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);

@@ -400,14 +400,14 @@ fn fetch_artifact(
 ) -> Result<()> {
     let shard = target.parent().expect("<root>/<aa>/<uuid>");
     let root = shard.parent().expect("<root>/<aa>/<uuid>");
-    let stage_dir = root.join(crate::artifact::fs::STAGING_DIR);
-    durable::create_dir_all(&stage_dir)?;
+    let stage_dir =
+        crate::confine::create_dir_below(root, Path::new(crate::artifact::fs::STAGING_DIR))?;
     let staged = stage_dir.join(uuid::Uuid::new_v4().to_string());
     if let Err(e) = download(remote, key, &staged, size, sha256, progress) {
         let _ = fs::remove_file(&staged);
         return Err(e);
     }
-    durable::create_dir_all(shard)?;
+    crate::confine::create_dir_below(root, shard.strip_prefix(root).expect("in the root"))?;
     if let Err(e) = fs::rename(&staged, target) {
         let _ = fs::remove_file(&staged);
         return Err(Error::io("rename", &staged, e));

@@ -111,9 +111,42 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
 }
 
 /// A whole small object, or `None`.
-pub(crate) fn get_bytes(remote: &dyn Remote, key: &str) -> Result<Option<Vec<u8>>> {
-    let mut buf = Vec::new();
-    Ok(remote.get(key, &mut buf, &|_| {})?.map(|_| buf))
+/// An object read whole, refused past `limit` bytes (a hostile remote's object may be huge):
+/// the read stops one chunk past the limit.
+pub(crate) fn get_bytes(remote: &dyn Remote, key: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    /// A sink that refuses to grow past `limit`.
+    struct Bounded {
+        buf: Vec<u8>,
+        limit: u64,
+        seen: u64,
+    }
+    impl std::io::Write for Bounded {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.seen += b.len() as u64;
+            if self.seen > self.limit {
+                return Err(std::io::Error::other("over the size limit"));
+            }
+            self.buf.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Bounded {
+        buf: Vec::new(),
+        limit,
+        seen: 0,
+    };
+    match remote.get(key, &mut sink, &|_| {}) {
+        Ok(got) => Ok(got.map(|_| sink.buf)),
+        Err(_) if sink.seen > limit => Err(Error::TooLarge {
+            path: format!("{}:{key}", remote.name()).into(),
+            size: sink.seen,
+            limit,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// The key of a run's manifest.
@@ -313,7 +346,7 @@ pub(crate) fn remote_sha256(remote: &dyn Remote, key: &str) -> Result<Option<(u6
 /// Reads and decodes the manifest of `identity`; `None` when the remote has none.
 pub(crate) fn read_manifest(remote: &dyn Remote, identity: &Identity) -> Result<Option<Manifest>> {
     let key = manifest_key(identity);
-    let Some(bytes) = get_bytes(remote, &key)? else {
+    let Some(bytes) = get_bytes(remote, &key, manifest::MANIFEST_LIMIT)? else {
         return Ok(None);
     };
     let label = std::path::PathBuf::from(format!("{}:{key}", remote.name()));

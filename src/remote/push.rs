@@ -130,7 +130,7 @@ impl Store {
                     Backend::Filesystem => {
                         let path =
                             crate::artifact::fs::path_of_uri(&res.uri, &self.artifact_fs_root())?;
-                        let f = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+                        let f = crate::artifact::read::open_checked(&path, &res)?;
                         let mut r = HashingReader::new(f);
                         let put = remote.put_stream(&key, &mut r, res.size_bytes, progress)?;
                         (put, r.finish())
@@ -219,7 +219,7 @@ fn put_file(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<(u64, String, u64)> {
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let f = crate::confine::open_regular(path)?;
     let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     if remote
         .content_addressed_above()

@@ -122,7 +122,7 @@ impl Store {
             }
             let key = file_key(&m.location, ID_FILE);
             let label = std::path::PathBuf::from(format!("{name}:{key}"));
-            let header = get_bytes(remote.as_ref(), &key)?
+            let header = get_bytes(remote.as_ref(), &key, crate::run::ID_FILE_LIMIT)?
                 .ok_or_else(|| {
                     super::remote_error(name, &key, "listed in the manifest but missing")
                 })
