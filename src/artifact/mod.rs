@@ -156,8 +156,7 @@ impl Store {
 
     /// [`copy_resource_to`](Store::copy_resource_to) with `to` naming the output in errors.
     fn copy_verified(&self, id: Uuid, out: &mut dyn Write, to: &Path) -> Result<ResourceRecord> {
-        let rec = self.resource(id)?;
-        self.ensure_local(&rec)?;
+        let rec = self.local_resource(self.resource(id)?)?;
         match rec.backend {
             Backend::Inline => {
                 let bytes = self.inline_of(&rec)?;
@@ -168,6 +167,7 @@ impl Store {
                 let mut file = read::open_checked(&path, &rec)?;
                 read::copy_verified(&rec, &mut file, &path, out, to)?;
             }
+            Backend::Remote => unreachable!("local_resource fetches remote bytes"),
         }
         Ok(rec)
     }
