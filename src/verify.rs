@@ -276,16 +276,19 @@ fn check_index(
         }
         Some(rec) => {
             let expected = match canonical {
-                Some((config, predicate)) => RunRecord {
-                    identity: header.identity,
-                    location: location.to_owned(),
-                    module: header.module.clone(),
-                    state: rec.state,
-                    created_at: header.created_at.clone(),
-                    config,
-                    predicate,
-                    aliases: header.aliases.clone(),
-                },
+                Some((config, predicate)) => {
+                    let mut expected = RunRecord::new(
+                        header.identity,
+                        location.to_owned(),
+                        header.module.clone(),
+                        header.created_at.clone(),
+                        &config,
+                        &predicate,
+                    );
+                    expected.state = rec.state;
+                    expected.aliases = header.aliases.clone();
+                    expected
+                }
                 None => match RunRecord::from_header(header, location.to_owned()) {
                     Ok(expected) => expected,
                     Err(e) => {
@@ -316,10 +319,10 @@ fn record_differences(have: &RunRecord, want: &RunRecord) -> Vec<&'static str> {
     if have.module != want.module {
         out.push("module");
     }
-    if have.config != want.config {
+    if have.config_cbor() != want.config_cbor() {
         out.push("config");
     }
-    if have.predicate != want.predicate {
+    if have.predicate_cbor() != want.predicate_cbor() {
         out.push("predicate");
     }
     if have.created_at != want.created_at {
