@@ -236,22 +236,14 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Skips one well-formed item (lengths and nesting checked, contents not), returning its
-    /// encoded bytes.
+    /// Skips one well-formed item (heads and lengths checked; contents and nesting depth are
+    /// left to the decoder), returning its encoded bytes.
     pub(crate) fn skip(&mut self) -> Step<&'a [u8]> {
         let start = self.pos;
-        // Items still to skip at each open level; one level at a time keeps this iterative.
+        // Items still to skip, nested ones included: a container adds its children. No stack:
+        // nothing here depends on which level an item is at.
         let mut pending: u64 = 1;
-        let mut stack = [0u64; MAX_DEPTH];
-        let mut open = 0;
-        loop {
-            while pending == 0 {
-                if open == 0 {
-                    return Ok(&self.bytes[start..self.pos]);
-                }
-                open -= 1;
-                pending = stack[open];
-            }
+        while pending > 0 {
             pending -= 1;
             let h = self.head()?;
             match h.major {
@@ -260,9 +252,6 @@ impl<'a> Reader<'a> {
                     self.take(n)?;
                 }
                 4 | 5 => {
-                    if open >= MAX_DEPTH {
-                        return Err(CanonicalErrorKind::TooDeep);
-                    }
                     let items = if h.major == 5 {
                         h.arg
                             .checked_mul(2)
@@ -270,15 +259,15 @@ impl<'a> Reader<'a> {
                     } else {
                         h.arg
                     };
-                    self.len(items)?;
-                    stack[open] = pending;
-                    open += 1;
-                    pending = items;
+                    pending = pending
+                        .checked_add(self.len(items)? as u64)
+                        .ok_or_else(|| invalid("too many items"))?;
                 }
                 6 => return Err(CanonicalErrorKind::Unsupported("a CBOR tag")),
                 _ => {}
             }
         }
+        Ok(&self.bytes[start..self.pos])
     }
 
     /// Within the map that starts here, moves to the value under `key` and returns true; false
@@ -423,6 +412,7 @@ pub(crate) mod tests {
             let bytes = v.to_cbor();
             prop_assert_eq!(decode(&bytes, "t").unwrap(), v);
             prop_assert!(validate(&bytes, 0).is_ok());
+            prop_assert_eq!(Reader::new(&bytes).skip(), Ok(&bytes[..]));
             let at = at % bytes.len();
             let mut changed = bytes.clone();
             changed[at] = byte;
