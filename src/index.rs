@@ -230,8 +230,10 @@ impl RunRecord {
             path: index.into(),
             reason: format!("run record {identity}: {what}"),
         };
-        let items = crate::cbor::array_items::<RECORD_ITEMS>(bytes)
-            .map_err(|e| bad(&format!("not an array of {RECORD_ITEMS} items: {e}")))?;
+        // Config and predicate are validated while they are located, nested at depth 1 as the
+        // encoder of `from_header` bounds them.
+        let items = crate::cbor::array_items_checked::<RECORD_ITEMS>(bytes, AT_CONFIG)
+            .map_err(|e| bad(&format!("not an array of {RECORD_ITEMS} valid items: {e}")))?;
         if items[0] != VERSION_ITEM {
             return Err(bad("unknown record version"));
         }
@@ -255,10 +257,6 @@ impl RunRecord {
                 .collect::<Result<Vec<_>>>()?,
             _ => return Err(bad("aliases: not an array")),
         };
-        // Nested in the record at depth 1, as the encoder of `from_header` bounds them.
-        for (at, name) in [(AT_CONFIG, "config"), (AT_PREDICATE, "predicate")] {
-            crate::cbor::validate(items[at], 1).map_err(|e| bad(&format!("{name}: {e}")))?;
-        }
         Ok(RunRecord {
             identity,
             location,
