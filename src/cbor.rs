@@ -312,13 +312,8 @@ fn whole<B: Build>(bytes: &[u8], depth: usize) -> Step<B::Item> {
 }
 
 /// The encoded items of `bytes`, one definite-length array of exactly `N` well-formed items and
-/// nothing after it (the items themselves are not validated).
-pub(crate) fn array_items<const N: usize>(bytes: &[u8]) -> Step<[&[u8]; N]> {
-    array_items_checked(bytes, N)
-}
-
-/// [`array_items`], where the items from position `checked` on are also validated as
-/// [`decode`] would (building nothing), at nesting depth 1, in the same pass.
+/// nothing after it; the items from position `checked` on are also validated as [`decode`]
+/// would (building nothing), at nesting depth 1, in the same pass.
 pub(crate) fn array_items_checked<const N: usize>(
     bytes: &[u8],
     checked: usize,
@@ -344,6 +339,20 @@ pub(crate) fn array_items_checked<const N: usize>(
     Ok(items)
 }
 
+/// `bytes` from item `at` of the definite-length array of `n` items they start with, the items
+/// before it skipped (what follows item `at` is not looked at).
+pub(crate) fn array_tail(bytes: &[u8], n: u64, at: usize) -> Step<&[u8]> {
+    let mut r = Reader::new(bytes);
+    let h = r.head()?;
+    if h.major != 4 || h.arg != n || at as u64 >= n {
+        return Err(invalid("not an array of the expected length"));
+    }
+    for _ in 0..at {
+        r.skip()?;
+    }
+    Ok(&bytes[r.pos..])
+}
+
 /// The text that `item` is exactly the canonical encoding of.
 pub(crate) fn text_item(item: &[u8]) -> Step<&str> {
     let mut r = Reader::new(item);
@@ -358,8 +367,9 @@ pub(crate) fn text_item(item: &[u8]) -> Step<&str> {
     Ok(s)
 }
 
-/// The encoded value at the dotted `path` of maps inside `bytes` (one encoded map), `None` when
-/// a step is missing or not a map; errors only for bytes that are not well-formed.
+/// The encoded value at the dotted `path` of maps inside the item `bytes` start with (what
+/// follows that item is not read), `None` when a step is missing or not a map; errors only for
+/// bytes that are not well-formed.
 pub(crate) fn find_path<'a>(
     bytes: &'a [u8],
     path: impl IntoIterator<Item = &'a str>,

@@ -120,12 +120,13 @@ pub(crate) const AT_PREDICATE: usize = 7;
 /// The first item, the record version: the canonical CBOR of the unsigned integer.
 const VERSION_ITEM: [u8; 1] = [RECORD_VERSION];
 
-/// The encoded items of a stored record, located without validating them; `None` for bytes of
-/// another shape or record version.
-pub(crate) fn record_items(bytes: &[u8]) -> Option<[&[u8]; RECORD_ITEMS]> {
-    crate::cbor::array_items::<RECORD_ITEMS>(bytes)
-        .ok()
-        .filter(|items| items[0] == VERSION_ITEM)
+/// A stored record from its item `at` on (the items before it skipped, nothing validated);
+/// `None` for bytes of another shape or record version.
+pub(crate) fn record_tail(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    if bytes.get(1..2) != Some(&VERSION_ITEM[..]) {
+        return None;
+    }
+    crate::cbor::array_tail(bytes, RECORD_ITEMS as u64, at).ok()
 }
 
 impl RunRecord {
