@@ -12,6 +12,9 @@
 //! - `CAIRN_BENCH_1M=1 cargo bench --bench index`: also 1,000,000 runs (fixture creation, full
 //!   rebuild, index size, lookups, find, get_or_create); takes a long time and ~13 GB of disk.
 //!
+//! - `CAIRN_BENCH_ONLY=queries` (with or without `CAIRN_BENCH_1M=1`): lookups, get_or_create
+//!   and find only, no reindex passes.
+//!
 //! Fixtures are run directories written straight to disk (no fsync) under
 //! `$CAIRN_BENCH_DIR/runs-<N>/` (default `target/bench-fixtures/`) and reused while their marker
 //! file is present; `cargo bench --bench index -- --fixtures-only` only writes them. Without
@@ -705,11 +708,18 @@ fn bench_queries(
         pairs.iter().step_by((n / 20_000).max(1)).cloned().collect();
     drop(pairs);
 
-    if let Some(fresh) = fresh_bytes {
+    {
+        // Without a reindex pass in this run: the index as opened (rebuilt when it was missing
+        // or of another schema version).
+        let fresh = fresh_bytes.unwrap_or_else(|| store.stats().expect("stats").file_bytes);
         let per = fresh as f64 / n as f64;
         let raw_per = raw.bytes() as f64 / n as f64;
         table.add(
-            "index size per run, fresh (stats().file_bytes / N)",
+            if fresh_bytes.is_some() {
+                "index size per run, fresh (stats().file_bytes / N)"
+            } else {
+                "index size per run, as opened (stats().file_bytes / N)"
+            },
             n,
             bytes(per),
             format!("{} (raw redb, runs only)", bytes(raw_per)),
@@ -752,12 +762,32 @@ fn bench_queries(
     let raw_get = p50_p99(sample(&ids, |id| {
         black_box(raw.get(id.as_bytes()));
     }));
+
     let excl_get = p50_p99(sample(&ids, |id| {
         black_box(excl.get(id.as_bytes()));
     }));
-    let record_of = p50_p99(sample(&hexes, |hex| {
-        assert!(store.record_of(hex).expect("record_of").is_some());
-    }));
+    // Interleaved, one each per identity: `record_of` and its floor, a raw get in one kept read
+    // transaction (a lookup reuses its snapshot while the index is unchanged).
+    let (record_of, kept_get) = {
+        let txn = raw.db.begin_read().expect("raw read");
+        let kept = txn.open_table(RAW).expect("raw table");
+        let (mut mine, mut floor) = (Vec::new(), Vec::new());
+        for (id, hex) in ids.iter().zip(&hexes) {
+            let t = Instant::now();
+            black_box(
+                kept.get(id.as_bytes())
+                    .expect("raw get")
+                    .expect("present")
+                    .value()
+                    .len(),
+            );
+            floor.push(t.elapsed().as_nanos() as u64);
+            let t = Instant::now();
+            assert!(store.record_of(hex).expect("record_of").is_some());
+            mine.push(t.elapsed().as_nanos() as u64);
+        }
+        (p50_p99(mine), p50_p99(floor))
+    };
     let items: Vec<(&Identity, &PathBuf)> = ids.iter().zip(&id_paths).collect();
     let raw_get_read = p50_p99(sample(&items, |(id, path)| {
         black_box(raw.get(id.as_bytes()));
@@ -783,6 +813,14 @@ fn bench_queries(
         Some(("raw redb get", raw_get.1)),
         "-",
         None,
+    );
+    table.time(
+        &k("lookup p50 again, against a raw get in a kept read txn"),
+        n,
+        record_of.0,
+        Some(("raw get, kept txn", kept_get.0)),
+        "≤ 5 µs",
+        Some(record_of.0 <= Duration::from_micros(5)),
     );
     table.time(
         "  raw redb get p50, default ExclusiveWriter mode",
@@ -896,6 +934,22 @@ fn bench_queries(
             Some(t <= Duration::from_millis(target)),
         );
     }
+    // The first 100 matches of the 25% query (no sort): reads only as far as it needs.
+    let first = eq.clone().limit(100);
+    let mut times = Vec::new();
+    for _ in 0..passes {
+        let t = Instant::now();
+        assert_eq!(store.find(&first).expect("find").len(), 100.min(expect_eq));
+        times.push(t.elapsed());
+    }
+    table.time(
+        "find: the 25% query with limit 100, no sort",
+        n,
+        median(times),
+        Some(("raw redb scan", median(scan_t.clone()))),
+        "-",
+        None,
+    );
     let mut excl_t = Vec::new();
     for _ in 0..passes {
         let t = Instant::now();
@@ -1030,8 +1084,11 @@ fn main() {
     if big {
         let fx = fixture(1_000_000);
         fixture_row(&mut table, &fx);
-        let fresh = bench_reindex(&mut table, &fx, 3, Goal::Within(Duration::from_secs(20)));
-        bench_queries(&mut table, &fx, 100_000, true, Some(fresh));
+        let fresh = part("reindex")
+            .then(|| bench_reindex(&mut table, &fx, 3, Goal::Within(Duration::from_secs(20))));
+        if part("queries") {
+            bench_queries(&mut table, &fx, 100_000, true, fresh);
+        }
     } else {
         println!("(set CAIRN_BENCH_1M=1 for the 1,000,000-run figures)");
     }

@@ -354,7 +354,7 @@ impl Value {
 
 /// A CBOR head: major type and argument in the shortest form (RFC 8949 §4.2.1).
 #[inline]
-fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
+pub(crate) fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
     let m = major << 5;
     if arg < 24 {
         out.push(m | arg as u8);

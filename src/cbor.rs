@@ -26,7 +26,69 @@ struct Head {
     arg: u64,
 }
 
-type Step<T> = std::result::Result<T, CanonicalErrorKind>;
+pub(crate) type Step<T> = std::result::Result<T, CanonicalErrorKind>;
+
+/// What the decoder makes of each item: a [`Value`] tree ([`Tree`]), or nothing ([`Check`]),
+/// with exactly the same acceptance rules.
+trait Build {
+    type Item;
+    type Entry;
+    fn integer(i: i128) -> Self::Item;
+    fn bytes(b: &[u8]) -> Self::Item;
+    fn text(s: &str) -> Self::Item;
+    /// `null`, a boolean or a (canonical) float.
+    fn scalar(v: Value) -> Self::Item;
+    fn array(items: Vec<Self::Item>) -> Self::Item;
+    fn entry(key: &str, v: Self::Item) -> Self::Entry;
+    /// Entries in canonical key order, unique (checked by the decoder).
+    fn map(entries: Vec<Self::Entry>) -> Step<Self::Item>;
+}
+
+/// Builds the decoded [`Value`].
+enum Tree {}
+
+impl Build for Tree {
+    type Item = Value;
+    type Entry = (String, Value);
+    fn integer(i: i128) -> Value {
+        Value::Integer(i)
+    }
+    fn bytes(b: &[u8]) -> Value {
+        Value::Bytes(b.to_vec())
+    }
+    fn text(s: &str) -> Value {
+        Value::Text(s.to_owned())
+    }
+    fn scalar(v: Value) -> Value {
+        v
+    }
+    fn array(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+    fn entry(key: &str, v: Value) -> (String, Value) {
+        (key.to_owned(), v)
+    }
+    fn map(entries: Vec<(String, Value)>) -> Step<Value> {
+        Ok(Value::Map(Map::from_entries(entries)?))
+    }
+}
+
+/// Builds nothing: validation only (`Vec<()>` never allocates).
+enum Check {}
+
+impl Build for Check {
+    type Item = ();
+    type Entry = ();
+    fn integer(_: i128) {}
+    fn bytes(_: &[u8]) {}
+    fn text(_: &str) {}
+    fn scalar(_: Value) {}
+    fn array(_: Vec<()>) {}
+    fn entry(_: &str, _: ()) {}
+    fn map(_: Vec<()>) -> Step<()> {
+        Ok(())
+    }
+}
 
 fn invalid(what: &str) -> CanonicalErrorKind {
     CanonicalErrorKind::Decode(what.to_owned())
@@ -90,17 +152,18 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(n)?).map_err(|_| invalid("text is not UTF-8"))
     }
 
-    /// Decodes one item at nesting `depth` (the outermost container is at depth 0).
-    fn value(&mut self, depth: usize) -> Step<Value> {
+    /// Decodes one item at nesting `depth` (the outermost container is at depth 0) into what
+    /// `B` builds from it.
+    fn value<B: Build>(&mut self, depth: usize) -> Step<B::Item> {
         let h = self.head()?;
         Ok(match h.major {
-            0 => Value::Integer(i128::from(h.arg)),
-            1 => Value::Integer(-1 - i128::from(h.arg)),
+            0 => B::integer(i128::from(h.arg)),
+            1 => B::integer(-1 - i128::from(h.arg)),
             2 => {
                 let n = self.len(h.arg)?;
-                Value::Bytes(self.take(n)?.to_vec())
+                B::bytes(self.take(n)?)
             }
-            3 => Value::Text(self.text(h.arg)?.to_owned()),
+            3 => B::text(self.text(h.arg)?),
             4 => {
                 if depth >= MAX_DEPTH {
                     return Err(CanonicalErrorKind::TooDeep);
@@ -109,9 +172,9 @@ impl<'a> Reader<'a> {
                 let n = self.len(h.arg)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(depth + 1)?);
+                    items.push(self.value::<B>(depth + 1)?);
                 }
-                Value::Array(items)
+                B::array(items)
             }
             5 => {
                 if depth >= MAX_DEPTH {
@@ -142,15 +205,15 @@ impl<'a> Reader<'a> {
                             "the map key \"$serde_json::private::Number\" (reserved)",
                         ));
                     }
-                    entries.push((key.to_owned(), self.value(depth + 1)?));
+                    entries.push(B::entry(key, self.value::<B>(depth + 1)?));
                 }
-                Value::Map(Map::from_entries(entries)?)
+                B::map(entries)?
             }
             6 => return Err(CanonicalErrorKind::Unsupported("a CBOR tag")),
             _ => match (h.info, h.arg) {
-                (20, _) => Value::Bool(false),
-                (21, _) => Value::Bool(true),
-                (22, _) => Value::Null,
+                (20, _) => B::scalar(Value::Bool(false)),
+                (21, _) => B::scalar(Value::Bool(true)),
+                (22, _) => B::scalar(Value::Null),
                 (25..=27, bits) => {
                     let f = match h.info {
                         25 => f64::from(half::f16::from_bits(bits as u16)),
@@ -162,7 +225,7 @@ impl<'a> Reader<'a> {
                     if !matches!(v, Value::Float(_)) || shortest_float_info(f) != h.info {
                         return Err(CanonicalErrorKind::NotCanonical);
                     }
-                    v
+                    B::scalar(v)
                 }
                 _ => {
                     return Err(CanonicalErrorKind::Unsupported(
@@ -173,22 +236,14 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Skips one well-formed item (lengths and nesting checked, contents not), returning its
-    /// encoded bytes.
+    /// Skips one well-formed item (heads and lengths checked; contents and nesting depth are
+    /// left to the decoder), returning its encoded bytes.
     pub(crate) fn skip(&mut self) -> Step<&'a [u8]> {
         let start = self.pos;
-        // Items still to skip at each open level; one level at a time keeps this iterative.
+        // Items still to skip, nested ones included: a container adds its children. No stack:
+        // nothing here depends on which level an item is at.
         let mut pending: u64 = 1;
-        let mut stack = [0u64; MAX_DEPTH];
-        let mut open = 0;
-        loop {
-            while pending == 0 {
-                if open == 0 {
-                    return Ok(&self.bytes[start..self.pos]);
-                }
-                open -= 1;
-                pending = stack[open];
-            }
+        while pending > 0 {
             pending -= 1;
             let h = self.head()?;
             match h.major {
@@ -197,9 +252,6 @@ impl<'a> Reader<'a> {
                     self.take(n)?;
                 }
                 4 | 5 => {
-                    if open >= MAX_DEPTH {
-                        return Err(CanonicalErrorKind::TooDeep);
-                    }
                     let items = if h.major == 5 {
                         h.arg
                             .checked_mul(2)
@@ -207,15 +259,15 @@ impl<'a> Reader<'a> {
                     } else {
                         h.arg
                     };
-                    self.len(items)?;
-                    stack[open] = pending;
-                    open += 1;
-                    pending = items;
+                    pending = pending
+                        .checked_add(self.len(items)? as u64)
+                        .ok_or_else(|| invalid("too many items"))?;
                 }
                 6 => return Err(CanonicalErrorKind::Unsupported("a CBOR tag")),
                 _ => {}
             }
         }
+        Ok(&self.bytes[start..self.pos])
     }
 
     /// Within the map that starts here, moves to the value under `key` and returns true; false
@@ -243,22 +295,81 @@ impl<'a> Reader<'a> {
 /// Decodes canonical CBOR into a value; anything but the canonical encoding of one value
 /// (including trailing bytes) is an error naming `root`.
 pub fn decode(bytes: &[u8], root: &str) -> Result<Value> {
-    let mut r = Reader::new(bytes);
-    let v = r.value(0).and_then(|v| {
-        if r.pos == bytes.len() {
-            Ok(v)
-        } else {
-            Err(invalid("trailing bytes"))
-        }
-    });
-    v.map_err(|kind| Error::Canonical {
+    whole::<Tree>(bytes, 0).map_err(|kind| Error::Canonical {
         path: root.to_owned(),
         kind,
     })
 }
 
-/// The encoded value at the dotted `path` of maps inside `bytes` (one encoded map), `None` when
-/// a step is missing or not a map; errors only for bytes that are not well-formed.
+fn whole<B: Build>(bytes: &[u8], depth: usize) -> Step<B::Item> {
+    let mut r = Reader::new(bytes);
+    let v = r.value::<B>(depth)?;
+    if r.pos == bytes.len() {
+        Ok(v)
+    } else {
+        Err(invalid("trailing bytes"))
+    }
+}
+
+/// The encoded items of `bytes`, one definite-length array of exactly `N` well-formed items and
+/// nothing after it; the items from position `checked` on are also validated as [`decode`]
+/// would (building nothing), at nesting depth 1, in the same pass.
+pub(crate) fn array_items_checked<const N: usize>(
+    bytes: &[u8],
+    checked: usize,
+) -> Step<[&[u8]; N]> {
+    let mut r = Reader::new(bytes);
+    let h = r.head()?;
+    if h.major != 4 || h.arg != N as u64 {
+        return Err(invalid("not an array of the expected length"));
+    }
+    let mut items = [&[][..]; N];
+    for (at, item) in items.iter_mut().enumerate() {
+        *item = if at < checked {
+            r.skip()?
+        } else {
+            let start = r.pos;
+            r.value::<Check>(1)?;
+            &bytes[start..r.pos]
+        };
+    }
+    if r.pos != bytes.len() {
+        return Err(invalid("trailing bytes"));
+    }
+    Ok(items)
+}
+
+/// `bytes` from item `at` of the definite-length array of `n` items they start with, the items
+/// before it skipped (what follows item `at` is not looked at).
+pub(crate) fn array_tail(bytes: &[u8], n: u64, at: usize) -> Step<&[u8]> {
+    let mut r = Reader::new(bytes);
+    let h = r.head()?;
+    if h.major != 4 || h.arg != n || at as u64 >= n {
+        return Err(invalid("not an array of the expected length"));
+    }
+    for _ in 0..at {
+        r.skip()?;
+    }
+    Ok(&bytes[r.pos..])
+}
+
+/// The text that `item` is exactly the canonical encoding of.
+pub(crate) fn text_item(item: &[u8]) -> Step<&str> {
+    let mut r = Reader::new(item);
+    let h = r.head()?;
+    if h.major != 3 {
+        return Err(invalid("not text"));
+    }
+    let s = r.text(h.arg)?;
+    if r.pos != item.len() {
+        return Err(invalid("trailing bytes"));
+    }
+    Ok(s)
+}
+
+/// The encoded value at the dotted `path` of maps inside the item `bytes` start with (what
+/// follows that item is not read), `None` when a step is missing or not a map; errors only for
+/// bytes that are not well-formed.
 pub(crate) fn find_path<'a>(
     bytes: &'a [u8],
     path: impl IntoIterator<Item = &'a str>,
@@ -312,17 +423,21 @@ pub(crate) mod tests {
     }
 
     proptest! {
-        /// The direct decoder agrees with the reference (ciborium, canonicalize, re-encode and
-        /// compare) on canonical encodings and on every truncation and one-byte change of them.
+        /// The direct decoder, and the validator, agree with the reference (ciborium,
+        /// canonicalize, re-encode and compare) on canonical encodings and on every truncation
+        /// and one-byte change of them.
         #[test]
         fn decoder_agrees_with_the_reference(v in value(), at in any::<usize>(), byte in any::<u8>()) {
             let bytes = v.to_cbor();
             prop_assert_eq!(decode(&bytes, "t").unwrap(), v);
+            prop_assert!(whole::<Check>(&bytes, 0).is_ok());
+            prop_assert_eq!(Reader::new(&bytes).skip(), Ok(&bytes[..]));
             let at = at % bytes.len();
             let mut changed = bytes.clone();
             changed[at] = byte;
             for input in [&bytes[..at], &changed[..]] {
                 let reference = Value::from_canonical_cbor(input, "t").ok();
+                prop_assert_eq!(whole::<Check>(input, 0).is_ok(), reference.is_some(), "input {:02x?}", input);
                 prop_assert_eq!(decode(input, "t").ok(), reference, "input {:02x?}", input);
             }
         }

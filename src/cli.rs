@@ -647,8 +647,8 @@ fn print_records(cli: &Cli, records: &[RunRecord]) -> Result<(), Failure> {
                 "state": r.state.as_str(),
                 "location": r.location,
                 "created_at": r.created_at,
-                "config": r.config.to_json(),
-                "predicate": r.predicate.to_json(),
+                "config": r.config().to_json(),
+                "predicate": r.predicate().to_json(),
             }))?;
         } else {
             out(format!(

@@ -17,14 +17,14 @@ use redb::{
     ReadableTableMetadata, TableDefinition, TransactionError, WriteTransaction,
 };
 
-use crate::canonical::{Map, Value};
+use crate::canonical::Value;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Prefix};
 use crate::run::IdHeader;
 use crate::walk::DirState;
 
 /// Version of the table layout and record encoding; an index of another version is rebuilt.
-pub const INDEX_SCHEMA_VERSION: u64 = 1;
+pub const INDEX_SCHEMA_VERSION: u64 = 2;
 
 /// `meta`: `"schema_version"` → u64 little-endian.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -40,8 +40,8 @@ const ALIASES: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("alias
 const DIRS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("dirs");
 
 const SCHEMA_KEY: &str = "schema_version";
-/// Version of a run record's encoding, its `"v"` field.
-const RECORD_VERSION: i128 = 1;
+/// Version of a run record's encoding, its first item (below 24: one byte encoded).
+const RECORD_VERSION: u8 = 2;
 
 /// Where a run's bytes are (FORMAT.md §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,7 +83,11 @@ impl std::fmt::Display for Availability {
 }
 
 /// What the index knows about one run.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// The config and the predicate are kept as their canonical CBOR, validated when the record was
+/// made or read, and decoded only on request ([`RunRecord::config`]): reading a record costs
+/// little more than copying its bytes.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RunRecord {
     /// The identity, copied from `id.json`.
@@ -96,99 +100,219 @@ pub struct RunRecord {
     pub state: Availability,
     /// RFC 3339 creation time from `id.json`.
     pub created_at: String,
-    /// The complete config, canonical (not reduced by the schema).
-    pub config: Value,
-    /// The predicate, canonical.
-    pub predicate: Value,
     /// Earlier identities (from `id.json`'s `aliases`).
     pub aliases: Vec<Identity>,
+    /// The canonical CBOR of the config, then that of the predicate; both valid (§5.2).
+    values: Box<[u8]>,
+    /// Where the predicate starts in `values`.
+    split: usize,
+}
+
+/// Items of a stored record (FORMAT.md §5.2), in order.
+pub(crate) const RECORD_ITEMS: usize = 8;
+/// Position of each item in a stored record.
+pub(crate) const AT_STATE: usize = 1;
+pub(crate) const AT_LOCATION: usize = 2;
+pub(crate) const AT_MODULE: usize = 3;
+pub(crate) const AT_CREATED_AT: usize = 4;
+pub(crate) const AT_ALIASES: usize = 5;
+pub(crate) const AT_CONFIG: usize = 6;
+pub(crate) const AT_PREDICATE: usize = 7;
+/// The first item, the record version: the canonical CBOR of the unsigned integer.
+const VERSION_ITEM: [u8; 1] = [RECORD_VERSION];
+
+/// A stored record from its item `at` on (the items before it skipped, nothing validated);
+/// `None` for bytes of another shape or record version.
+pub(crate) fn record_tail(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    if bytes.get(1..2) != Some(&VERSION_ITEM[..]) {
+        return None;
+    }
+    crate::cbor::array_tail(bytes, RECORD_ITEMS as u64, at).ok()
 }
 
 impl RunRecord {
+    /// A record of a `local` run without aliases; `config` and `predicate` are canonical values.
+    pub fn new(
+        identity: Identity,
+        location: String,
+        module: String,
+        created_at: String,
+        config: &Value,
+        predicate: &Value,
+    ) -> Self {
+        let mut values = config.to_cbor();
+        let split = values.len();
+        predicate.encode_into(&mut values);
+        RunRecord {
+            identity,
+            location,
+            module,
+            state: Availability::Local,
+            created_at,
+            aliases: Vec::new(),
+            values: values.into_boxed_slice(),
+            split,
+        }
+    }
+
     /// The record of a local run from its header.
     pub fn from_header(header: &IdHeader, location: String) -> Result<Self> {
+        // Straight from the JSON values to canonical CBOR, in one buffer, no tree built.
+        let mut enc = crate::canonical::encoder::Encoder::new("config", 1);
+        enc.serialize(&header.config).map_err(|_| enc.error())?;
+        let split = enc.bytes().len();
+        enc.set_root("predicate", 1);
+        enc.serialize(&header.predicate).map_err(|_| enc.error())?;
         Ok(RunRecord {
             identity: header.identity,
             location,
             module: header.module.clone(),
             state: Availability::Local,
             created_at: header.created_at.clone(),
-            config: Value::from_json_value(&header.config, "config")?,
-            predicate: Value::from_json_value(
-                &serde_json::Value::Object(header.predicate.clone()),
-                "predicate",
-            )?,
             aliases: header.aliases.clone(),
+            values: enc.bytes().into(),
+            split,
         })
     }
 
-    /// Canonical CBOR of the record (FORMAT.md §5.2).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut m = Map::new();
-        m.insert("v".into(), Value::Integer(RECORD_VERSION));
-        m.insert("state".into(), Value::Text(self.state.as_str().into()));
-        m.insert("config".into(), self.config.clone());
-        m.insert("module".into(), Value::Text(self.module.clone()));
-        m.insert("location".into(), Value::Text(self.location.clone()));
-        m.insert("predicate".into(), self.predicate.clone());
-        m.insert("created_at".into(), Value::Text(self.created_at.clone()));
-        let aliases = self
-            .aliases
-            .iter()
-            .map(|a| Value::Bytes(a.as_bytes().to_vec()))
-            .collect();
-        m.insert("aliases".into(), Value::Array(aliases));
-        Value::Map(m).to_cbor()
+    /// A record from parts already in canonical CBOR (`config`, `predicate`: each one valid
+    /// canonical value, as the caller guarantees).
+    pub(crate) fn from_canonical(
+        identity: Identity,
+        location: String,
+        module: String,
+        created_at: String,
+        aliases: Vec<Identity>,
+        config: &[u8],
+        predicate: &[u8],
+    ) -> Self {
+        let values: Box<[u8]> = [config, predicate].concat().into();
+        RunRecord {
+            identity,
+            location,
+            module,
+            state: Availability::Local,
+            created_at,
+            aliases,
+            values,
+            split: config.len(),
+        }
     }
 
-    /// Decodes a record stored under `identity`; `index` names the file in errors.
+    /// The complete config, canonical (not reduced by the schema), decoded from
+    /// [`RunRecord::config_cbor`].
+    pub fn config(&self) -> Value {
+        valid(self.config_cbor())
+    }
+
+    /// The predicate, canonical, decoded from [`RunRecord::predicate_cbor`].
+    pub fn predicate(&self) -> Value {
+        valid(self.predicate_cbor())
+    }
+
+    /// The canonical CBOR of the config: equal bytes exactly when the configs are equal.
+    pub fn config_cbor(&self) -> &[u8] {
+        &self.values[..self.split]
+    }
+
+    /// The canonical CBOR of the predicate.
+    pub fn predicate_cbor(&self) -> &[u8] {
+        &self.values[self.split..]
+    }
+
+    /// The stored encoding of the record (FORMAT.md §5.2).
+    pub fn encode(&self) -> Vec<u8> {
+        use crate::canonical::head;
+        let mut out = Vec::with_capacity(
+            48 + self.location.len()
+                + self.module.len()
+                + self.values.len()
+                + 33 * self.aliases.len(),
+        );
+        head(&mut out, 4, RECORD_ITEMS as u64);
+        out.extend_from_slice(&VERSION_ITEM);
+        for text in [
+            self.state.as_str(),
+            &self.location,
+            &self.module,
+            &self.created_at,
+        ] {
+            head(&mut out, 3, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+        head(&mut out, 4, self.aliases.len() as u64);
+        for a in &self.aliases {
+            head(&mut out, 2, 32);
+            out.extend_from_slice(a.as_bytes());
+        }
+        out.extend_from_slice(&self.values);
+        out
+    }
+
+    /// Decodes a record stored under `identity`, accepting only the exact encoding
+    /// [`RunRecord::encode`] writes; `index` names the file in errors.
     pub fn decode(identity: Identity, bytes: &[u8], index: &Path) -> Result<Self> {
         let bad = |what: &str| Error::Index {
             path: index.into(),
             reason: format!("run record {identity}: {what}"),
         };
-        let Value::Map(mut m) =
-            crate::cbor::decode(bytes, "record").map_err(|e| bad(&e.to_string()))?
-        else {
-            return Err(bad("not a map"));
-        };
-        if m.remove("v") != Some(Value::Integer(RECORD_VERSION)) {
+        // Config and predicate are validated while they are located, nested at depth 1 as the
+        // encoder of `from_header` bounds them.
+        let items = crate::cbor::array_items_checked::<RECORD_ITEMS>(bytes, AT_CONFIG)
+            .map_err(|e| bad(&format!("not an array of {RECORD_ITEMS} valid items: {e}")))?;
+        if items[0] != VERSION_ITEM {
             return Err(bad("unknown record version"));
         }
-        let mut text = |k: &str| match m.remove(k) {
-            Some(Value::Text(s)) => Ok(s),
-            _ => Err(bad(&format!("{k} missing or not text"))),
+        let text = |at: usize, name: &str| {
+            crate::cbor::text_item(items[at]).map_err(|e| bad(&format!("{name}: {e}")))
         };
-        let location = text("location")?;
-        let module = text("module")?;
-        let created_at = text("created_at")?;
-        let state = Availability::parse(&text("state")?).ok_or_else(|| bad("unknown state"))?;
-        let config = m.remove("config").ok_or_else(|| bad("config missing"))?;
-        let predicate = m
-            .remove("predicate")
-            .ok_or_else(|| bad("predicate missing"))?;
-        let Some(Value::Array(raw)) = m.remove("aliases") else {
-            return Err(bad("aliases missing"));
+        let state =
+            Availability::parse(text(AT_STATE, "state")?).ok_or_else(|| bad("unknown state"))?;
+        let location = text(AT_LOCATION, "location")?.to_owned();
+        let module = text(AT_MODULE, "module")?.to_owned();
+        let created_at = text(AT_CREATED_AT, "created_at")?.to_owned();
+        let aliases = match crate::cbor::decode(items[AT_ALIASES], "aliases") {
+            Ok(Value::Array(raw)) => raw
+                .into_iter()
+                .map(|a| match a {
+                    Value::Bytes(b) => <[u8; 32]>::try_from(b.as_slice())
+                        .map(Identity::from_bytes)
+                        .map_err(|_| bad("alias is not 32 bytes")),
+                    _ => Err(bad("alias is not bytes")),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            _ => return Err(bad("aliases: not an array")),
         };
-        let aliases = raw
-            .into_iter()
-            .map(|a| match a {
-                Value::Bytes(b) => <[u8; 32]>::try_from(b.as_slice())
-                    .map(Identity::from_bytes)
-                    .map_err(|_| bad("alias is not 32 bytes")),
-                _ => Err(bad("alias is not bytes")),
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(RunRecord {
             identity,
             location,
             module,
             state,
             created_at,
-            config,
-            predicate,
             aliases,
+            values: [items[AT_CONFIG], items[AT_PREDICATE]].concat().into(),
+            split: items[AT_CONFIG].len(),
         })
+    }
+}
+
+/// Decodes bytes a [`RunRecord`] holds, valid by its invariant.
+fn valid(bytes: &[u8]) -> Value {
+    crate::cbor::decode(bytes, "record").expect("a record's values are validated canonical CBOR")
+}
+
+impl std::fmt::Debug for RunRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRecord")
+            .field("identity", &self.identity)
+            .field("location", &self.location)
+            .field("module", &self.module)
+            .field("state", &self.state)
+            .field("created_at", &self.created_at)
+            .field("aliases", &self.aliases)
+            .field("config", &self.config())
+            .field("predicate", &self.predicate())
+            .finish()
     }
 }
 
@@ -279,8 +403,14 @@ pub(crate) enum Opened {
 /// Where the helper thread delivers the opened index.
 type OpenResult = mpsc::Receiver<Result<(Index, Opened)>>;
 
-/// Run locations → (identity, mtime), and the states of the other directories.
-pub(crate) type Snapshot = (HashMap<String, (Identity, u64)>, HashMap<String, DirState>);
+/// Run locations → (identity, mtime), the states of the other directories, and whether the runs
+/// table holds exactly the runs the locations table names (false: a damaged or hand-edited
+/// index, which only a full rebuild repairs).
+pub(crate) type Snapshot = (
+    HashMap<String, (Identity, u64)>,
+    HashMap<String, DirState>,
+    bool,
+);
 
 /// An index opened on a helper thread. redb's open waits, without bound, while another process
 /// is inside a write transaction; this bounds the caller's wait. For one timeout after a wait has
@@ -677,13 +807,28 @@ impl Index {
 
     /// Every record of `identities`, those missing skipped.
     pub fn get_many(&self, identities: &[Identity]) -> Result<Vec<RunRecord>> {
+        self.filter_ids(identities, usize::MAX, |_| true)
+    }
+
+    /// The first `limit` records of `identities` (in that order, those missing skipped) whose
+    /// encoding satisfies `keep`, as [`Index::filter_par`].
+    pub(crate) fn filter_ids(
+        &self,
+        identities: &[Identity],
+        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<RunRecord>> {
         let l = self.lookups()?;
-        let mut out = Vec::with_capacity(identities.len());
+        let mut out = Vec::new();
         for id in identities {
+            if out.len() >= limit {
+                break;
+            }
             if let Some(v) = l
                 .runs
                 .get(id.as_bytes())
                 .map_err(|e| redb_error(&self.path, e))?
+                && keep(v.value())
             {
                 out.push(RunRecord::decode(*id, v.value(), &self.path)?);
             }
@@ -713,6 +858,31 @@ impl Index {
         let mut out = Vec::with_capacity(identities.len());
         for c in chunks {
             out.extend(c?);
+        }
+        Ok(out)
+    }
+
+    /// The first `limit` records in identity order whose encoding satisfies `keep`, as
+    /// [`Index::filter_par`] but reading only as far as needed, on one thread.
+    pub(crate) fn filter_first(
+        &self,
+        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<RunRecord>> {
+        let runs = self.read(RUNS)?;
+        let mut out = Vec::new();
+        for entry in runs.iter().map_err(|e| redb_error(&self.path, e))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+            if keep(v.value()) {
+                out.push(RunRecord::decode(
+                    Identity::from_bytes(k.value()),
+                    v.value(),
+                    &self.path,
+                )?);
+            }
         }
         Ok(out)
     }
@@ -755,7 +925,12 @@ impl Index {
                 },
             );
         }
-        Ok((runs, dirs))
+        let run_count = txn
+            .open_table(RUNS)
+            .and_then(|t| Ok(t.len()?))
+            .map_err(|e| redb_error(&self.path, e))?;
+        let agree = run_count == runs.len() as u64;
+        Ok((runs, dirs, agree))
     }
 
     /// Inserts or replaces one run (a new run, or one found moved); `mtime_ns` 0 means "revisit
@@ -1010,23 +1185,111 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
-        let rec = RunRecord {
-            identity: Identity::from_bytes([7; 32]),
-            location: "train/07/x".into(),
-            module: "train".into(),
-            state: Availability::Evicted,
-            created_at: "2026-11-22T08:00:00Z".into(),
-            config: Value::from_json_slice(br#"{"lr": 0.5}"#, "c").unwrap(),
-            predicate: Value::Map(Map::new()),
-            aliases: vec![Identity::from_bytes([9; 32])],
-        };
-        let p = Path::new("index.redb");
-        assert_eq!(
-            RunRecord::decode(rec.identity, &rec.encode(), p).unwrap(),
-            rec
+        let mut rec = RunRecord::new(
+            Identity::from_bytes([7; 32]),
+            "train/07/x".into(),
+            "train".into(),
+            "2026-11-22T08:00:00Z".into(),
+            &Value::from_json_slice(br#"{"lr": 0.5}"#, "c").unwrap(),
+            &Value::from_json_slice(br#"{"split": "val"}"#, "p").unwrap(),
         );
-        let err = RunRecord::decode(rec.identity, b"\xa0", p).unwrap_err();
-        assert!(matches!(err, Error::Index { .. }), "{err}");
+        rec.state = Availability::Evicted;
+        rec.aliases = vec![Identity::from_bytes([9; 32])];
+        let p = Path::new("index.redb");
+        // FORMAT.md §5.2, byte for byte (also fuzz/seeds/index_record/record.cbor).
+        let golden = concat!(
+            "88026765766963",
+            "7465646a747261696e2f30372f7865747261696e74",
+            "323032362d31",
+            "312d32325430383a30303a30305a81582009090909",
+            "090909",
+            "09090909090909090909090909090909090909090909090909a1626c72f93800",
+            "a16573706c69746376616c",
+        );
+        let bytes = rec.encode();
+        assert_eq!(hex(&bytes), golden);
+        let back = RunRecord::decode(rec.identity, &bytes, p).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.config().to_json(), serde_json::json!({"lr": 0.5}));
+        assert_eq!(
+            back.predicate().to_json(),
+            serde_json::json!({"split": "val"})
+        );
+        // Another shape, another version, a damaged field, a non-canonical config, trailing
+        // bytes: each is refused naming the index.
+        let mut old_version = bytes.clone();
+        old_version[1] = 0x01;
+        let mut bad_text = bytes.clone();
+        bad_text[3] = 0xff; // inside "evicted"
+        // 0.5 as a single-precision float: wider than its shortest form.
+        let n = bytes.len();
+        let long_head = [&bytes[..n - 14], b"\xfa\x3f\x00\x00\x00", &bytes[n - 11..]].concat();
+        assert_eq!(&bytes[n - 14..n - 11], b"\xf9\x38\x00");
+        for damaged in [
+            &b"\xa0"[..],
+            &old_version,
+            &bad_text,
+            &long_head,
+            &[&bytes[..], b"\x00"].concat(),
+            &bytes[..bytes.len() - 1],
+        ] {
+            let err = RunRecord::decode(rec.identity, damaged, p).unwrap_err();
+            assert!(
+                matches!(&err, Error::Index { path, .. } if path == p),
+                "{damaged:02x?}: {err}"
+            );
+        }
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    proptest::proptest! {
+        /// The lazily decoded record agrees with the canonical value the record encodes (decoded
+        /// whole by the reference), and every truncation or one-byte change of it is either
+        /// refused or a record that re-encodes to exactly those bytes.
+        #[test]
+        fn records_agree_with_the_reference_decoder(
+            config in crate::cbor::tests::value(),
+            predicate in crate::cbor::tests::value(),
+            location in "[a-z/]{0,30}",
+            aliases in proptest::collection::vec(proptest::prelude::any::<[u8; 32]>(), 0..3),
+            state in 0usize..3,
+            at in proptest::prelude::any::<usize>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let mut rec = RunRecord::new(
+                Identity::from_bytes([1; 32]),
+                location,
+                "train".into(),
+                "2026-11-22T08:00:00Z".into(),
+                &config,
+                &predicate,
+            );
+            rec.state = [Availability::Local, Availability::Remote, Availability::Evicted][state];
+            rec.aliases = aliases.into_iter().map(Identity::from_bytes).collect();
+            let bytes = rec.encode();
+            let Ok(Value::Array(items)) = Value::from_canonical_cbor(&bytes, "r") else {
+                panic!("not a canonical array");
+            };
+            proptest::prop_assert_eq!(&items[6], &config);
+            proptest::prop_assert_eq!(&items[7], &predicate);
+            let p = Path::new("index.redb");
+            let back = RunRecord::decode(rec.identity, &bytes, p).unwrap();
+            proptest::prop_assert_eq!(back.config(), config);
+            proptest::prop_assert_eq!(back.predicate(), predicate);
+            proptest::prop_assert_eq!(&back, &rec);
+            let at = at % bytes.len();
+            let mut changed = bytes.clone();
+            changed[at] = byte;
+            for input in [&bytes[..at], &changed[..]] {
+                if let Ok(r) = RunRecord::decode(rec.identity, input, p) {
+                    proptest::prop_assert_eq!(&r.encode()[..], input);
+                    proptest::prop_assert!(Value::from_canonical_cbor(input, "r").is_ok());
+                }
+            }
+        }
     }
 
     #[test]
@@ -1056,16 +1319,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
         let (index, _) = Index::open(&path, Duration::from_secs(1)).unwrap();
-        let rec = RunRecord {
-            identity: Identity::from_bytes([3; 32]),
-            location: "m/03/x".into(),
-            module: "m".into(),
-            state: Availability::Local,
-            created_at: "2026-11-22T08:00:00Z".into(),
-            config: Value::Map(Map::new()),
-            predicate: Value::Map(Map::new()),
-            aliases: Vec::new(),
-        };
+        let empty = Value::Map(crate::canonical::Map::new());
+        let rec = RunRecord::new(
+            Identity::from_bytes([3; 32]),
+            "m/03/x".into(),
+            "m".into(),
+            "2026-11-22T08:00:00Z".into(),
+            &empty,
+            &empty,
+        );
         // A settled file: the miss below comes from a kept snapshot.
         let old = SystemTime::now() - Duration::from_secs(60);
         std::fs::File::options()

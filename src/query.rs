@@ -60,16 +60,7 @@ impl Filter {
 
     /// Whether `rec` satisfies this filter.
     pub fn matches(&self, rec: &RunRecord) -> bool {
-        let owned;
-        let value = match field(rec, &self.path) {
-            Field::Ref(v) => v,
-            Field::Owned(v) => {
-                owned = v;
-                &owned
-            }
-            Field::Missing => return false,
-        };
-        self.condition.holds(value)
+        field(rec, &self.path).is_some_and(|v| self.condition.holds(&v))
     }
 }
 
@@ -93,7 +84,8 @@ impl Condition {
 /// the record's canonical CBOR without decoding it. Equality compares encodings, which is exact
 /// because a canonical value has exactly one encoding; ranges decode only the field.
 pub(crate) struct EncodedQuery<'q> {
-    tests: Vec<(Vec<&'q str>, Test<'q>)>,
+    /// (record item, path inside it, test).
+    tests: Vec<(usize, Vec<&'q str>, Test<'q>)>,
 }
 
 enum Test<'q> {
@@ -108,13 +100,16 @@ enum Test<'q> {
 impl<'q> EncodedQuery<'q> {
     /// Compiles `query`'s module, state and filters.
     pub(crate) fn new(query: &'q Query) -> Self {
+        use crate::index::{
+            AT_CONFIG, AT_CREATED_AT, AT_LOCATION, AT_MODULE, AT_PREDICATE, AT_STATE,
+        };
         let text = |s: &str| Value::Text(s.to_owned()).to_cbor();
         let mut tests = Vec::new();
         if let Some(m) = &query.module {
-            tests.push((vec!["module"], Test::OneOf(vec![text(m)])));
+            tests.push((AT_MODULE, Vec::new(), Test::OneOf(vec![text(m)])));
         }
         if let Some(s) = query.state {
-            tests.push((vec!["state"], Test::OneOf(vec![text(s.as_str())])));
+            tests.push((AT_STATE, Vec::new(), Test::OneOf(vec![text(s.as_str())])));
         }
         for f in &query.filters {
             let test = match &f.condition {
@@ -123,7 +118,16 @@ impl<'q> EncodedQuery<'q> {
                 Condition::In(ws) => Test::OneOf(ws.iter().map(Value::to_cbor).collect()),
                 range => Test::Range(range),
             };
-            tests.push((f.path.split('.').collect(), test));
+            let mut path = f.path.split('.');
+            let item = match path.next() {
+                Some("config") => AT_CONFIG,
+                Some("predicate") => AT_PREDICATE,
+                Some("module") => AT_MODULE,
+                Some("state") => AT_STATE,
+                Some("location") => AT_LOCATION,
+                _ => AT_CREATED_AT, // `Filter::new` admits no other head
+            };
+            tests.push((item, path.collect(), test));
         }
         EncodedQuery { tests }
     }
@@ -131,8 +135,12 @@ impl<'q> EncodedQuery<'q> {
     /// Whether the encoded `record` matches; also true for bytes that are not a well-formed
     /// record, so that decoding it reports the damage.
     pub(crate) fn matches(&self, record: &[u8]) -> bool {
-        self.tests.iter().all(|(path, test)| {
-            let Ok(found) = crate::cbor::find_path(record, path.iter().copied()) else {
+        self.tests.iter().all(|(item, path, test)| {
+            // Only the items up to the one tested are walked.
+            let Some(tail) = crate::index::record_tail(record, *item) else {
+                return true;
+            };
+            let Ok(found) = crate::cbor::find_path(tail, path.iter().copied()) else {
                 return true;
             };
             let Some(field) = found else {
@@ -149,35 +157,44 @@ impl<'q> EncodedQuery<'q> {
     }
 }
 
-enum Field<'a> {
-    Ref(&'a Value),
-    Owned(Value),
-    Missing,
-}
-
-fn field<'a>(rec: &'a RunRecord, path: &str) -> Field<'a> {
+/// The value of the field at `path` of `rec`: the reference evaluation, on decoded trees.
+fn field(rec: &RunRecord, path: &str) -> Option<Value> {
     let (head, rest) = path
         .split_once('.')
         .map_or((path, None), |(h, r)| (h, Some(r)));
     let root = match head {
-        "config" => &rec.config,
-        "predicate" => &rec.predicate,
-        "module" => return Field::Owned(Value::Text(rec.module.clone())),
-        "created_at" => return Field::Owned(Value::Text(rec.created_at.clone())),
-        "location" => return Field::Owned(Value::Text(rec.location.clone())),
-        "state" => return Field::Owned(Value::Text(rec.state.as_str().into())),
-        _ => return Field::Missing,
+        "config" => rec.config(),
+        "predicate" => rec.predicate(),
+        "module" => return Some(Value::Text(rec.module.clone())),
+        "created_at" => return Some(Value::Text(rec.created_at.clone())),
+        "location" => return Some(Value::Text(rec.location.clone())),
+        "state" => return Some(Value::Text(rec.state.as_str().into())),
+        _ => return None,
     };
-    let mut v = root;
+    let mut v = &root;
     if let Some(rest) = rest {
         for seg in rest.split('.') {
-            match v.as_map().and_then(|m| m.get(seg)) {
-                Some(inner) => v = inner,
-                None => return Field::Missing,
-            }
+            v = v.as_map()?.get(seg)?;
         }
     }
-    Field::Ref(v)
+    Some(v.clone())
+}
+
+/// The value of the field at `path` of `rec`, decoding only that field.
+fn sort_key(rec: &RunRecord, path: &str) -> Option<Value> {
+    let (head, rest) = path
+        .split_once('.')
+        .map_or((path, None), |(h, r)| (h, Some(r)));
+    let bytes = match head {
+        "config" => rec.config_cbor(),
+        "predicate" => rec.predicate_cbor(),
+        _ => return field(rec, path),
+    };
+    let found = crate::cbor::find_path(bytes, rest.into_iter().flat_map(|r| r.split('.')));
+    // The record's values are valid canonical CBOR: neither step fails.
+    found
+        .ok()?
+        .and_then(|f| crate::cbor::decode(f, "record").ok())
 }
 
 /// Orders two numbers or two texts; `None` for any other pair.
@@ -288,12 +305,7 @@ impl Query {
     pub(crate) fn finish(&self, mut hits: Vec<RunRecord>) -> Vec<RunRecord> {
         match &self.sort {
             Some((path, desc)) => {
-                let key = |r: &RunRecord| match field(r, path) {
-                    Field::Ref(v) => Some(v.clone()),
-                    Field::Owned(v) => Some(v),
-                    Field::Missing => None,
-                };
-                let mut keyed: Vec<_> = hits.into_iter().map(|r| (key(&r), r)).collect();
+                let mut keyed: Vec<_> = hits.into_iter().map(|r| (sort_key(&r, path), r)).collect();
                 keyed.sort_by(|a, b| {
                     let o = sort_order(a.0.as_ref(), b.0.as_ref());
                     let o = if *desc && a.0.is_some() && b.0.is_some() {
@@ -334,8 +346,7 @@ mod tests {
             ],
             module in prop_oneof![Just(None), Just(Some("train")), Just(Some("eval"))],
         ) {
-            let mut r = rec("{}");
-            r.config = config;
+            let r = with_config(&config);
             let condition = match kind {
                 0 => Condition::Eq(w),
                 1 => Condition::Lt(w),
@@ -351,17 +362,19 @@ mod tests {
         }
     }
 
+    fn with_config(config: &Value) -> RunRecord {
+        RunRecord::new(
+            Identity::from_bytes([1; 32]),
+            "a".into(),
+            "train".into(),
+            "2026-01-01T00:00:00Z".into(),
+            config,
+            &Value::from_json_slice(br#"{"split": "val"}"#, "p").unwrap(),
+        )
+    }
+
     fn rec(config: &str) -> RunRecord {
-        RunRecord {
-            identity: Identity::from_bytes([1; 32]),
-            location: "a".into(),
-            module: "train".into(),
-            state: Availability::Local,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            config: Value::from_json_slice(config.as_bytes(), "c").unwrap(),
-            predicate: Value::from_json_slice(br#"{"split": "val"}"#, "p").unwrap(),
-            aliases: Vec::new(),
-        }
+        with_config(&Value::from_json_slice(config.as_bytes(), "c").unwrap())
     }
 
     fn v(json: &str) -> Value {

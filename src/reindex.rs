@@ -104,7 +104,7 @@ pub(crate) fn reindex(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<ReindexReport> {
     let start = Instant::now();
-    let (old_runs, old_dirs) = index.snapshot()?;
+    let (old_runs, old_dirs, tables_agree) = index.snapshot()?;
     let mut previous: HashMap<String, DirState> = HashMap::new();
     if incremental {
         previous = old_dirs.clone();
@@ -261,8 +261,9 @@ pub(crate) fn reindex(
         });
     report.runs = kept.len() + elsewhere.len();
 
-    let rebuild = !incremental
-        && (old_runs.is_empty() || (changed.len() + gone.len()) * REBUILD_ABOVE > kept.len());
+    let rebuild = !tables_agree
+        || (!incremental
+            && (old_runs.is_empty() || (changed.len() + gone.len()) * REBUILD_ABOVE > kept.len()));
     if rebuild {
         // Every record from what was read (or kept from the index when the bytes live
         // elsewhere), loaded in key order.

@@ -105,16 +105,17 @@ impl IdBytes {
 
     /// The index record of this run at `location`.
     pub(crate) fn record(&self, location: String, state: Availability) -> RunRecord {
-        RunRecord {
-            identity: self.identity,
+        let mut rec = RunRecord::from_canonical(
+            self.identity,
             location,
-            module: self.module.clone(),
-            state,
-            created_at: self.created_at.clone(),
-            config: encoder::decode(&self.config),
-            predicate: encoder::decode(&self.predicate),
-            aliases: self.aliases.clone(),
-        }
+            self.module.clone(),
+            self.created_at.clone(),
+            self.aliases.clone(),
+            &self.config,
+            &self.predicate,
+        );
+        rec.state = state;
+        rec
     }
 }
 

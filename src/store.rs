@@ -66,7 +66,9 @@ impl StoreBuilder {
         let meta = root.join(META_DIR);
         let staging = meta.join(TMP_DIR);
         durable::create_dir_all(&staging)?;
-        durable::create_dir_all(&meta.join(INBOX_DIR))?;
+        let inbox = meta.join(INBOX_DIR);
+        durable::create_dir_all(&inbox)?;
+        let inbox_dir = fs::File::open(&inbox).map_err(|e| Error::io("open", &inbox, e))?;
         sweep_staging(&staging, STAGING_MAX_AGE);
         let artifacts = self.artifacts.resolve(&root)?;
         let store = Store {
@@ -75,6 +77,7 @@ impl StoreBuilder {
             created_by: self.created_by.unwrap_or_else(default_creator),
             index: LazyIndex::open(meta.join(INDEX_FILE), self.index_timeout),
             inbox_seen_empty: std::sync::Mutex::new(None),
+            inbox_dir,
             remotes: self.remotes,
         };
         // Waits for the index at most the timeout; a store whose index another process keeps
@@ -103,6 +106,9 @@ pub struct Store {
     /// The inbox's mtime when it was last found empty: while it stays so, the inbox is not
     /// listed again (a stat instead of a directory listing on every index access).
     inbox_seen_empty: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// `<root>/.cairn/inbox/`, open for `fstat` (the directory is never replaced while a
+    /// store is open).
+    inbox_dir: fs::File,
     /// Artifact backend and filesystem root (FORMAT.md §7.1).
     pub(crate) artifacts: crate::artifact::config::ArtifactConfig,
     /// Remotes given to the builder, on-demand fetching, remotes opened so far (FORMAT.md §8).
@@ -296,7 +302,10 @@ impl Store {
     /// Applies inbox entries left by processes that could not get the index in time.
     fn drain_inbox(&self, index: &Index) -> Result<()> {
         let dir = self.inbox();
-        let mtime = fs::metadata(&dir)
+        // Through the handle opened with the store: an `fstat`, no path lookup per access.
+        let mtime = self
+            .inbox_dir
+            .metadata()
             .and_then(|m| m.modified())
             .map_err(|e| Error::io("stat", &dir, e))?;
         // An mtime from the last two seconds may yet hide a change within its clock tick.
@@ -480,20 +489,23 @@ impl Store {
         repair::repair(self, schemas, opts)
     }
 
-    /// Index records matching `query`.
+    /// Index records matching `query`, in identity order unless it sorts.
+    ///
+    /// Only matching records are decoded, and into [`RunRecord`]s whose config and predicate
+    /// stay encoded until asked for. A query with a limit and no sort reads only as far as its
+    /// first `limit` matches.
     pub fn find(&self, query: &Query) -> Result<Vec<RunRecord>> {
         let index = self.index()?;
-        let hits = match &query.module {
-            Some(m) => {
-                let ids = index.of_module(m)?;
-                let mut recs = index.get_many(&ids)?;
-                recs.retain(|r| query.matches(r));
-                recs
+        let encoded = EncodedQuery::new(query);
+        let keep = |r: &[u8]| encoded.matches(r);
+        // Without a sort, the first matches in identity order are the answer.
+        let first = query.sort.is_none().then_some(query.limit).flatten();
+        let hits = match (&query.module, first) {
+            (Some(m), _) => {
+                index.filter_ids(&index.of_module(m)?, first.unwrap_or(usize::MAX), keep)?
             }
-            None => {
-                let encoded = EncodedQuery::new(query);
-                index.filter_par(|r| encoded.matches(r))?
-            }
+            (None, Some(limit)) => index.filter_first(limit, keep)?,
+            (None, None) => index.filter_par(keep)?,
         };
         Ok(query.finish(hits))
     }

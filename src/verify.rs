@@ -319,10 +319,10 @@ fn record_differences(have: &RunRecord, want: &RunRecord) -> Vec<&'static str> {
     if have.module != want.module {
         out.push("module");
     }
-    if have.config != want.config {
+    if have.config_cbor() != want.config_cbor() {
         out.push("config");
     }
-    if have.predicate != want.predicate {
+    if have.predicate_cbor() != want.predicate_cbor() {
         out.push("predicate");
     }
     if have.created_at != want.created_at {

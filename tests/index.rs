@@ -122,6 +122,68 @@ fn reindex_reconciles_and_reports_each_class() {
 }
 
 #[test]
+fn a_limit_without_sort_returns_the_first_matches_in_identity_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for seed in 0..40 {
+        store.get_or_create(&model(seed)).unwrap();
+    }
+    let v = |t: &str| cairn::canonical::Value::from_json_slice(t.as_bytes(), "v").unwrap();
+    let split = || Filter::new("predicate.split", Condition::Eq(v("\"val\""))).unwrap();
+    for base in [Query::new(), Query::new().module("train")] {
+        let q = base.filter(split());
+        let all = store.find(&q).unwrap();
+        assert!(all.len() > 5 && all.is_sorted_by_key(|r| r.identity));
+        for n in [0, 1, 5, all.len(), all.len() + 3] {
+            let first = store.find(&q.clone().limit(n)).unwrap();
+            assert_eq!(
+                first,
+                all[..n.min(all.len())],
+                "limit {n}, module {:?}",
+                q.module
+            );
+        }
+    }
+}
+
+/// An index written by schema version 1 (map-shaped records) is rebuilt on open, never misread.
+#[test]
+fn an_index_of_the_previous_schema_version_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let store = Store::open(dir.path()).unwrap();
+        for seed in 0..20 {
+            store.get_or_create(&model(seed)).unwrap();
+        }
+        content(&store)
+    };
+    let path = dir.path().join(".cairn/index.redb");
+    {
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let runs: redb::TableDefinition<[u8; 32], &[u8]> = redb::TableDefinition::new("runs");
+            let mut meta = txn.open_table(meta).unwrap();
+            meta.insert("schema_version", 1u64.to_le_bytes().as_slice())
+                .unwrap();
+            // A version 1 record (a map with "v": 1) under every identity.
+            let mut runs = txn.open_table(runs).unwrap();
+            for id in before.values().map(|r| r.identity) {
+                runs.insert(id.as_bytes(), b"\xa1\x61v\x01".as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(content(&store), before);
+}
+
+#[test]
 fn find_filters_sorts_and_limits_on_canonical_values() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -138,7 +200,7 @@ fn find_filters_sorts_and_limits_on_canonical_values() {
     let hits = store.find(&q).unwrap();
     let seeds: Vec<_> = hits
         .iter()
-        .map(|r| r.config.to_json()["seed"].clone())
+        .map(|r| r.config().to_json()["seed"].clone())
         .collect();
     assert_eq!(seeds, [json!(29), json!(25), json!(23)]);
     // 1 and 1.0 are one canonical value.
