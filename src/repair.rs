@@ -104,9 +104,18 @@ pub(crate) fn repair(
     // New identities handed out by this repair: two runs that differed only in a field now
     // non-identifying drift onto one identity, and only the first may take it.
     let mut assigned = std::collections::HashSet::new();
+    // Duplicate directories this repair deletes: never re-keyed first, or the copy that stays
+    // would keep the drifted identity.
+    let doomed: std::collections::HashSet<String> = found
+        .findings
+        .iter()
+        .filter(|f| opts.force && f.kind == FindingKind::Duplicate)
+        .filter_map(|f| f.location.clone())
+        .collect();
 
     for f in found.findings {
         match (f.kind, &f.location, f.identity, f.derived) {
+            (FindingKind::IdentityDrift, Some(location), ..) if doomed.contains(location) => {}
             (FindingKind::IdentityDrift, Some(location), Some(old), Some(new)) if opts.rekey => {
                 // Never re-key onto an identity another run holds: that would make a duplicate.
                 if store
