@@ -61,6 +61,15 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Whether `name` is a temporary of [`replace_file`] (`.<name>.tmp-<32 hex>`): a crash between
+/// its write and its rename leaves one behind, which is never part of what the directory holds.
+pub(crate) fn is_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".tmp-").is_some_and(|(_, tail)| {
+            tail.len() == 32 && tail.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
 /// Replaces `path` atomically with `bytes`: a reader sees the old file or the new, never a mix,
 /// and after return the new content survives a crash.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -189,6 +198,15 @@ mod tests {
         replace_file(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temporaries_are_recognized_by_name() {
+        let tmp = format!(".id.json.tmp-{}", uuid::Uuid::new_v4().simple());
+        assert!(is_temporary(&tmp));
+        for name in ["id.json", ".id.json.tmp-", "x.tmp-0123456789abcdef0123456789abcdef"] {
+            assert!(!is_temporary(name), "{name}");
+        }
     }
 
     #[test]

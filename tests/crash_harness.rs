@@ -328,7 +328,15 @@ const SCENARIOS: &[Scenario] = &[
             let id = first_run(before);
             (cairn_cmd(&fix.root, &["fetch", &id]), Vec::new())
         },
-        after_crash: kept,
+        // Between fetch's two renames the husk is gone: the run stays indexed (its bytes are on
+        // the remote) and the rerun completes it.
+        after_crash: |fix, before, _| {
+            assert_runs_whole(&fix.root, "after the crash");
+            let after = State::of(&fix.root);
+            for id in before.runs.keys() {
+                assert!(after.runs.contains_key(id), "after the crash: run {id} is gone");
+            }
+        },
         finish: |fix, before| {
             let id = first_run(before);
             let after = State::of(&fix.root);
@@ -449,9 +457,9 @@ impl Worker {
                 String::from_utf8_lossy(&rerun.stdout),
                 String::from_utf8_lossy(&rerun.stderr)
             );
+            (sc.finish)(&self.fix, &self.before);
             assert_runs_whole(&self.fix.root, "after the rerun");
             assert_verify_clean(&self.fix.root, "after the rerun");
-            (sc.finish)(&self.fix, &self.before);
         });
     }
 }
