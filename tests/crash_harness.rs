@@ -81,12 +81,10 @@ fn runs_with_resources(fix: &Fix, runs: u32) {
         .enumerate()
     {
         let run = store.get(&rec.identity).unwrap().unwrap();
-        std::fs::write(run.data_dir().join("metrics.txt"), rng.bytes(3000 + i)).unwrap();
-        store
-            .create_resource(&run, "a", &rng.bytes(1000 + i))
-            .unwrap();
-        store.create_resource(&run, "b", &rng.bytes(70_000)).unwrap();
-        fs.create_resource(&run, "c", &rng.bytes(200_000)).unwrap();
+        std::fs::write(run.data_dir().join("metrics.txt"), rng.bytes(300 + i)).unwrap();
+        store.create_resource(&run, "a", &rng.bytes(100 + i)).unwrap();
+        store.create_resource(&run, "b", &rng.bytes(7000)).unwrap();
+        fs.create_resource(&run, "c", &rng.bytes(UPDATED_SIZE)).unwrap();
     }
 }
 
@@ -125,17 +123,23 @@ fn kept(fix: &Fix, before: &State, _out: &Output) {
     assert_runs_kept(fix, before, "after the crash");
 }
 
+/// Size of each run's filesystem resource (the one the update scenario rewrites).
+const UPDATED_SIZE: usize = 20_000;
+
 /// The update writes these bytes.
 fn updated_bytes() -> Vec<u8> {
-    Rng(99).bytes((2 << 20) + 5)
+    Rng(99).bytes(150_000)
 }
+
+/// Models `put` creates: two exist before.
+const PUT_MODELS: u32 = 28;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "put",
         setup: |fix| put_models(&fix.root, 0..2),
         op: |fix, _| {
-            let lines: Vec<String> = (0..8).map(|lr| model_line("train", lr)).collect();
+            let lines: Vec<String> = (0..PUT_MODELS).map(|lr| model_line("train", lr)).collect();
             (cairn_cmd(&fix.root, &["put", "-"]), lines.join("\n").into())
         },
         after_crash: |fix, before, out| {
@@ -149,8 +153,9 @@ const SCENARIOS: &[Scenario] = &[
             }
         },
         finish: |fix, _| {
-            assert_eq!(assert_runs_whole(&fix.root, "after the rerun"), 8);
-            assert_eq!(State::of(&fix.root).runs.len(), 8);
+            let n = PUT_MODELS as usize;
+            assert_eq!(assert_runs_whole(&fix.root, "after the rerun"), n);
+            assert_eq!(State::of(&fix.root).runs.len(), n);
         },
     },
     Scenario {
@@ -265,7 +270,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "migrate",
-        setup: |fix| runs_with_resources(fix, 3),
+        setup: |fix| runs_with_resources(fix, 6),
         op: |fix, _| {
             let cmd = cairn_cmd(&fix.root, &["migrate", "--batch", "2"]);
             (cmd, Vec::new())
@@ -280,9 +285,28 @@ const SCENARIOS: &[Scenario] = &[
         },
     },
     Scenario {
+        name: "migrate --to inline",
+        setup: |fix| {
+            runs_with_resources(fix, 4);
+            cairn_ok(&fix.root, &["migrate"]);
+        },
+        op: |fix, _| {
+            let cmd = cairn_cmd(&fix.root, &["migrate", "--to", "inline"]);
+            (cmd, Vec::new())
+        },
+        after_crash: kept_and_readable,
+        finish: |fix, before| {
+            assert_resources_readable(&fix.root, before, &[], "after the rerun");
+            let store = open(&fix.root);
+            for rec in store.all_resources().unwrap() {
+                assert_eq!(rec.backend, cairn::artifact::Backend::Inline);
+            }
+        },
+    },
+    Scenario {
         name: "push",
         setup: |fix| {
-            runs_with_resources(fix, 2);
+            runs_with_resources(fix, 5);
             let mirror = fix.mirror.to_str().unwrap();
             cairn_ok(&fix.root, &["remote", "add", "m", "--dir", mirror]);
         },
@@ -351,7 +375,7 @@ fn update_target(before: &State) -> String {
     let store_sizes = &before.resources;
     store_sizes
         .iter()
-        .find(|(_, (_, size, _))| *size == 200_000)
+        .find(|(_, (_, size, _))| *size == UPDATED_SIZE as u64)
         .map(|(id, _)| id.clone())
         .unwrap_or_else(|| first_resource(before))
 }
@@ -578,7 +602,7 @@ fn every_operation_survives_a_crash_at_every_failpoint_and_at_random_kills() {
             continue;
         }
         let t = Instant::now();
-        let tally = exercise(sc, jobs, seed, 12);
+        let tally = exercise(sc, jobs, seed, 16);
         let at_points: u64 = tally.points.values().sum();
         let detail: Vec<String> = tally
             .points
