@@ -390,9 +390,20 @@ impl Index {
             | Err(redb::DatabaseError::Storage(redb::StorageError::Io(_)))
                 if existed =>
             {
-                // A cache: a file redb cannot read is replaced, never misread.
-                std::fs::remove_file(path)
-                    .map_err(|e| Error::io("remove corrupt index", path, e))?;
+                // A cache: a file redb cannot read is replaced, never misread. It is kept aside,
+                // since it holds the only copy of inline resource bytes (FORMAT.md §7).
+                let aside = path.with_extension(format!(
+                    "redb.damaged-{}",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                std::fs::rename(path, &aside)
+                    .map_err(|e| Error::io("move damaged index", path, e))?;
+                eprintln!(
+                    "cairn: warning: index {} is damaged; kept as {} and rebuilt from the run \
+                     directories (inline resource bytes were only in it)",
+                    path.display(),
+                    aside.display()
+                );
                 Self::open_db(path).map_err(|e| redb_error(path, e))?
             }
             Err(e) => return Err(redb_error(path, e)),
@@ -416,6 +427,13 @@ impl Index {
                 return Ok(Opened::Current);
             }
             drop(meta);
+            if existed {
+                eprintln!(
+                    "cairn: warning: index {} has no schema version {INDEX_SCHEMA_VERSION}; \
+                     rebuilt from the run directories",
+                    path.display()
+                );
+            }
             clear_tables(txn, path)?;
             let mut meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
             meta.insert(SCHEMA_KEY, INDEX_SCHEMA_VERSION.to_le_bytes().as_slice())

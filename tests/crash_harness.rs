@@ -132,7 +132,7 @@ fn updated_bytes() -> Vec<u8> {
 }
 
 /// Models `put` creates: two exist before.
-const PUT_MODELS: u32 = 28;
+const PUT_MODELS: u32 = 32;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -602,7 +602,7 @@ fn every_operation_survives_a_crash_at_every_failpoint_and_at_random_kills() {
             continue;
         }
         let t = Instant::now();
-        let tally = exercise(sc, jobs, seed, 16);
+        let tally = exercise(sc, jobs, seed, 20);
         let at_points: u64 = tally.points.values().sum();
         let detail: Vec<String> = tally
             .points

@@ -457,7 +457,9 @@ pub(crate) fn restore(
     }
     let mut missing = Vec::new();
     for rec in candidates {
-        if tables::get(index, rec.id)?.is_none() {
+        // A record the index holds stands, unless it is damaged: the one beside the run then
+        // replaces it.
+        if !matches!(tables::get(index, rec.id), Ok(Some(_))) {
             missing.push(rec);
         }
     }
