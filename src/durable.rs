@@ -204,7 +204,11 @@ mod tests {
     fn temporaries_are_recognized_by_name() {
         let tmp = format!(".id.json.tmp-{}", uuid::Uuid::new_v4().simple());
         assert!(is_temporary(&tmp));
-        for name in ["id.json", ".id.json.tmp-", "x.tmp-0123456789abcdef0123456789abcdef"] {
+        for name in [
+            "id.json",
+            ".id.json.tmp-",
+            "x.tmp-0123456789abcdef0123456789abcdef",
+        ] {
             assert!(!is_temporary(name), "{name}");
         }
     }

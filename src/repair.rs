@@ -109,10 +109,10 @@ pub(crate) fn repair(
     let mut assigned = std::collections::HashSet::new();
     // Duplicates go first, so a crash never leaves a re-keyed run beside its undeleted copy, and
     // a directory about to be deleted is never re-keyed.
-    let (duplicates, findings): (Vec<Finding>, Vec<Finding>) =
-        found.findings.into_iter().partition(|f| {
-            opts.force && f.kind == FindingKind::Duplicate && f.location.is_some()
-        });
+    let (duplicates, findings): (Vec<Finding>, Vec<Finding>) = found
+        .findings
+        .into_iter()
+        .partition(|f| opts.force && f.kind == FindingKind::Duplicate && f.location.is_some());
     for location in duplicates.into_iter().filter_map(|f| f.location) {
         // Renamed out of the tree first, so no half-deleted run is ever visible.
         let dir = store.root().join(&location);

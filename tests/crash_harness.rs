@@ -82,9 +82,12 @@ fn runs_with_resources(fix: &Fix, runs: u32) {
     {
         let run = store.get(&rec.identity).unwrap().unwrap();
         std::fs::write(run.data_dir().join("metrics.txt"), rng.bytes(300 + i)).unwrap();
-        store.create_resource(&run, "a", &rng.bytes(100 + i)).unwrap();
+        store
+            .create_resource(&run, "a", &rng.bytes(100 + i))
+            .unwrap();
         store.create_resource(&run, "b", &rng.bytes(7000)).unwrap();
-        fs.create_resource(&run, "c", &rng.bytes(UPDATED_SIZE)).unwrap();
+        fs.create_resource(&run, "c", &rng.bytes(UPDATED_SIZE))
+            .unwrap();
     }
 }
 
@@ -172,7 +175,10 @@ const SCENARIOS: &[Scenario] = &[
         op: |fix, _| (cairn_cmd(&fix.root, &["reindex"]), Vec::new()),
         // The index may still place the moved run where it was: the walk must find them all.
         after_crash: |fix, before, _| {
-            assert_eq!(assert_runs_whole(&fix.root, "after the crash"), before.runs.len());
+            assert_eq!(
+                assert_runs_whole(&fix.root, "after the crash"),
+                before.runs.len()
+            );
             assert_resources_readable(&fix.root, before, &[], "after the crash");
         },
         finish: |fix, before| {
@@ -332,7 +338,11 @@ const SCENARIOS: &[Scenario] = &[
         finish: |fix, before| {
             let id = first_run(before);
             let after = State::of(&fix.root);
-            assert!(after.runs[&id].starts_with("evicted "), "{}", after.runs[&id]);
+            assert!(
+                after.runs[&id].starts_with("evicted "),
+                "{}",
+                after.runs[&id]
+            );
             // The bytes come back, verified.
             cairn_ok(&fix.root, &["fetch", &id]);
             assert_resources_readable(&fix.root, before, &[], "after a fetch");
@@ -358,7 +368,10 @@ const SCENARIOS: &[Scenario] = &[
             assert_runs_whole(&fix.root, "after the crash");
             let after = State::of(&fix.root);
             for id in before.runs.keys() {
-                assert!(after.runs.contains_key(id), "after the crash: run {id} is gone");
+                assert!(
+                    after.runs.contains_key(id),
+                    "after the crash: run {id} is gone"
+                );
             }
         },
         finish: |fix, before| {
