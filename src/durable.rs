@@ -14,7 +14,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io("create", path, e))?;
-    failpoint("durable.write")?;
+    failpoint_at("durable.write", "write", path)?;
     f.write_all(bytes)
         .map_err(|e| Error::io("write", path, e))?;
     sync_file(&f, path)
@@ -22,13 +22,13 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// fsyncs an open file.
 pub(crate) fn sync_file(f: &File, path: &Path) -> Result<()> {
-    failpoint("durable.fsync")?;
+    failpoint_at("durable.fsync", "fsync", path)?;
     f.sync_all().map_err(|e| Error::io("fsync", path, e))
 }
 
 /// fsyncs a directory, making entries created, renamed or removed in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    failpoint("durable.fsync_dir")?;
+    failpoint_at("durable.fsync_dir", "fsync directory", dir)?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync directory", dir, e))
@@ -61,6 +61,15 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Whether `name` is a temporary of [`replace_file`] (`.<name>.tmp-<32 hex>`): a crash between
+/// its write and its rename leaves one behind, which is never part of what the directory holds.
+pub(crate) fn is_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".tmp-").is_some_and(|(_, tail)| {
+            tail.len() == 32 && tail.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
 /// Replaces `path` atomically with `bytes`: a reader sees the old file or the new, never a mix,
 /// and after return the new content survives a crash.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -73,7 +82,7 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
 pub(crate) fn replace_file_unsynced_dir(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let result = write_new(&tmp, bytes).and_then(|()| {
-        failpoint("durable.before_rename")?;
+        failpoint_at("durable.before_rename", "rename", &tmp)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))
     });
     if result.is_err() {
@@ -142,18 +151,40 @@ pub(crate) fn start_writeback(_f: &File, _offset: u64, _len: u64) {}
 /// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),
 /// `enospc` (the same as ENOSPC) or `abort` (kill the process on the spot, as a crash would).
 /// `action@N` fires only from the N-th time the point is reached (1-based) in this process, so a
-/// fault can hit in the middle of a batch; `action@N-M` only from the N-th to the M-th time. Without
-/// the feature this compiles to nothing.
+/// fault can hit in the middle of a batch; `action@N-M` only from the N-th to the M-th time. The
+/// name `*` stands for every point, counted together: `*=abort@N` stops the process at the N-th
+/// point it reaches, whichever it is, so N = 1, 2, ... enumerates every step of an operation.
+/// An abort names the point on stderr first. Without the feature this compiles to nothing.
 #[cfg(feature = "failpoints")]
 pub(crate) fn failpoint(name: &str) -> Result<()> {
-    let Ok(spec) = std::env::var("CAIRN_FAILPOINTS") else {
-        return Ok(());
-    };
+    match injected(name) {
+        Some(e) => Err(Error::io("failpoint", name, e)),
+        None => Ok(()),
+    }
+}
+
+/// [`failpoint`] for a step on `path`: an injected error names the file and the operation
+/// (`op`), as a real failure of that step would.
+#[cfg(feature = "failpoints")]
+pub(crate) fn failpoint_at(name: &str, op: &'static str, path: &Path) -> Result<()> {
+    match injected(name) {
+        Some(e) => Err(Error::io(op, path, e)),
+        None => Ok(()),
+    }
+}
+
+/// The failure `CAIRN_FAILPOINTS` injects at this passage through `name`, if any; aborts here
+/// when the action is `abort`.
+#[cfg(feature = "failpoints")]
+fn injected(name: &str) -> Option<std::io::Error> {
+    /// Passages so far, per point name (`*`: through any point).
+    static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+    let spec = std::env::var("CAIRN_FAILPOINTS").ok()?;
     for item in spec.split(',') {
         let Some((point, action)) = item.split_once('=') else {
             continue;
         };
-        if point != name {
+        if point != name && point != "*" {
             continue;
         }
         let (action, from, to) = match action.split_once('@') {
@@ -164,44 +195,47 @@ pub(crate) fn failpoint(name: &str) -> Result<()> {
             }
             None => (action, 1, u64::MAX),
         };
-        static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
         let hit = {
             let mut hits = HITS.lock().expect("failpoint lock");
-            match hits.iter_mut().find(|(p, _)| p == name) {
+            match hits.iter_mut().find(|(p, _)| p == point) {
                 Some((_, n)) => {
                     *n += 1;
                     *n
                 }
                 None => {
-                    hits.push((name.to_owned(), 1));
+                    hits.push((point.to_owned(), 1));
                     1
                 }
             }
         };
         if hit < from || hit > to {
-            return Ok(());
+            continue;
         }
         return match action {
-            "abort" => std::process::abort(),
-            "enospc" => Err(Error::io(
-                "failpoint",
-                name,
-                std::io::Error::from_raw_os_error(28),
-            )),
-            _ => Err(Error::io(
-                "failpoint",
-                name,
-                std::io::Error::other("injected failure"),
-            )),
+            "abort" => {
+                eprintln!("cairn: failpoint {name}: abort (passage {hit} of {point})");
+                std::process::abort()
+            }
+            "enospc" => Some(std::io::Error::from_raw_os_error(28)),
+            _ => Some(std::io::Error::other(format!(
+                "injected failure at failpoint {name}"
+            ))),
         };
     }
-    Ok(())
+    None
 }
 
 /// Named failpoints compile to nothing without the `failpoints` feature.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn failpoint(_name: &str) -> Result<()> {
+    Ok(())
+}
+
+/// Named failpoints compile to nothing without the `failpoints` feature.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn failpoint_at(_name: &str, _op: &'static str, _path: &Path) -> Result<()> {
     Ok(())
 }
 
@@ -217,6 +251,19 @@ mod tests {
         replace_file(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn temporaries_are_recognized_by_name() {
+        let tmp = format!(".id.json.tmp-{}", uuid::Uuid::new_v4().simple());
+        assert!(is_temporary(&tmp));
+        for name in [
+            "id.json",
+            ".id.json.tmp-",
+            "x.tmp-0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(!is_temporary(name), "{name}");
+        }
     }
 
     #[test]

@@ -398,6 +398,9 @@ pub(crate) enum Opened {
     Current,
     /// It was missing, of another schema version or corrupt, and is now empty: rebuild it.
     Empty,
+    /// redb repaired it on open (a writer crashed, or the file was damaged), possibly falling
+    /// back to an earlier commit: rebuild it from the directories.
+    Repaired,
 }
 
 /// Where the helper thread delivers the opened index.
@@ -524,16 +527,26 @@ impl Index {
     /// corrupt one is deleted and recreated; both report [`Opened::Empty`].
     pub(crate) fn open(path: &Path, write_timeout: Duration) -> Result<(Index, Opened)> {
         let existed = path.exists();
-        let db = match Self::open_db(path) {
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let db = match Self::open_db(path, &repaired) {
             Ok(db) => db,
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)))
             | Err(redb::DatabaseError::Storage(redb::StorageError::Io(_)))
                 if existed =>
             {
-                // A cache: a file redb cannot read is replaced, never misread.
-                std::fs::remove_file(path)
-                    .map_err(|e| Error::io("remove corrupt index", path, e))?;
-                Self::open_db(path).map_err(|e| redb_error(path, e))?
+                // A cache: a file redb cannot read is replaced, never misread. It is kept aside,
+                // since it holds the only copy of inline resource bytes (FORMAT.md §7).
+                let aside =
+                    path.with_extension(format!("redb.damaged-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::rename(path, &aside)
+                    .map_err(|e| Error::io("move damaged index", path, e))?;
+                eprintln!(
+                    "cairn: warning: index {} is damaged; kept as {} and rebuilt from the run \
+                     directories (inline resource bytes were only in it)",
+                    path.display(),
+                    aside.display()
+                );
+                Self::open_db(path, &repaired).map_err(|e| redb_error(path, e))?
             }
             Err(e) => return Err(redb_error(path, e)),
         };
@@ -556,18 +569,39 @@ impl Index {
                 return Ok(Opened::Current);
             }
             drop(meta);
+            if existed {
+                eprintln!(
+                    "cairn: warning: index {} has no schema version {INDEX_SCHEMA_VERSION}; \
+                     rebuilt from the run directories",
+                    path.display()
+                );
+            }
             clear_tables(txn, path)?;
             let mut meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
             meta.insert(SCHEMA_KEY, INDEX_SCHEMA_VERSION.to_le_bytes().as_slice())
                 .map_err(|e| redb_error(path, e))?;
             Ok(Opened::Empty)
         })?;
+        if opened == Opened::Current && repaired.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "cairn: warning: index {} was not closed cleanly or is damaged; redb repaired it, \
+                 and it is rebuilt from the run directories",
+                path.display()
+            );
+            return Ok((index, Opened::Repaired));
+        }
         Ok((index, opened))
     }
 
-    fn open_db(path: &Path) -> std::result::Result<Database, redb::DatabaseError> {
+    /// Opens the database; `repaired` is set when redb had to repair it.
+    fn open_db(
+        path: &Path,
+        repaired: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::result::Result<Database, redb::DatabaseError> {
+        let flag = Arc::clone(repaired);
         Database::builder()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
             .create(path)
     }
 

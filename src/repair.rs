@@ -97,6 +97,9 @@ pub(crate) fn repair(
     schemas: &Schemas,
     opts: RepairOptions,
 ) -> Result<RepairReport> {
+    // The index first takes in what the directories hold, so that a re-key never lands on an
+    // identity a directory already carries (one a crashed repair gave it, say).
+    let before = store.reindex(false, &|_| {})?;
     let found = store.verify(schemas, &VerifyOptions::default(), &|_| {})?;
     let mut left = Vec::new();
     let mut rekeyed = Vec::new();
@@ -104,9 +107,30 @@ pub(crate) fn repair(
     // New identities handed out by this repair: two runs that differed only in a field now
     // non-identifying drift onto one identity, and only the first may take it.
     let mut assigned = std::collections::HashSet::new();
+    // Duplicates go first, so a crash never leaves a re-keyed run beside its undeleted copy, and
+    // a directory about to be deleted is never re-keyed.
+    let (duplicates, findings): (Vec<Finding>, Vec<Finding>) = found
+        .findings
+        .into_iter()
+        .partition(|f| opts.force && f.kind == FindingKind::Duplicate && f.location.is_some());
+    for location in duplicates.into_iter().filter_map(|f| f.location) {
+        // Renamed out of the tree first, so no half-deleted run is ever visible.
+        let dir = store.root().join(&location);
+        let trash = store
+            .root()
+            .join(META_DIR)
+            .join("tmp")
+            .join(format!("deleted.{}", uuid::Uuid::new_v4().simple()));
+        fs::rename(&dir, &trash).map_err(|e| crate::Error::io("rename", &dir, e))?;
+        durable::sync_dir(dir.parent().unwrap_or(store.root()))?;
+        failpoint("repair.after_unlink")?;
+        fs::remove_dir_all(&trash).map_err(|e| crate::Error::io("remove", &trash, e))?;
+        deleted.push(location);
+    }
 
-    for f in found.findings {
+    for f in findings {
         match (f.kind, &f.location, f.identity, f.derived) {
+            (FindingKind::IdentityDrift, Some(location), ..) if deleted.contains(location) => {}
             (FindingKind::IdentityDrift, Some(location), Some(old), Some(new)) if opts.rekey => {
                 // Never re-key onto an identity another run holds: that would make a duplicate.
                 if store
@@ -139,26 +163,17 @@ pub(crate) fn repair(
                     new,
                 });
             }
-            (FindingKind::Duplicate, Some(location), ..) if opts.force => {
-                // Renamed out of the tree first, so no half-deleted run is ever visible.
-                let dir = store.root().join(location);
-                let trash = store
-                    .root()
-                    .join(META_DIR)
-                    .join("tmp")
-                    .join(format!("deleted.{}", uuid::Uuid::new_v4().simple()));
-                fs::rename(&dir, &trash).map_err(|e| crate::Error::io("rename", &dir, e))?;
-                durable::sync_dir(dir.parent().unwrap_or(store.root()))?;
-                failpoint("repair.after_unlink")?;
-                fs::remove_dir_all(&trash).map_err(|e| crate::Error::io("remove", &trash, e))?;
-                deleted.push(location.clone());
-            }
             // The index is reconciled below, as a whole.
             (FindingKind::IndexDrift, ..) => {}
             _ => left.push(f),
         }
     }
-    let reindex = store.reindex(false, &|_| {})?;
+    let mut reindex = store.reindex(false, &|_| {})?;
+    // The index changes of both passes.
+    reindex.added += before.added;
+    reindex.moved += before.moved;
+    reindex.updated += before.updated;
+    reindex.removed += before.removed;
     Ok(RepairReport {
         reindex,
         rekeyed,

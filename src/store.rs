@@ -148,7 +148,7 @@ impl Store {
         let Some((index, opened)) = self.index.get()? else {
             return Ok(None);
         };
-        if opened == Opened::Empty {
+        if opened != Opened::Current {
             reindex::reindex(&self.root, index, false, &|_| {})?;
         }
         self.drain_inbox(index)?;

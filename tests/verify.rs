@@ -237,6 +237,32 @@ fn two_runs_drifting_onto_one_identity_are_not_both_rekeyed() {
     assert_eq!(ids.len(), 2, "no duplicate identity was made");
 }
 
+/// Regression (crash harness, RELIABILITY.md "Found and fixed"): a drifted run with a duplicate
+/// copy used to have the copy re-keyed and then deleted, leaving the kept run drifted.
+#[test]
+fn one_repair_rekeys_a_drifted_run_whose_duplicate_it_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let run = store
+        .get_or_create(&Model::new("m").with_config(&json!({"x": 1})).unwrap())
+        .unwrap();
+    // The copy sorts first, so verify reports its drift before the original's.
+    let copy = dir.path().join("a-copy");
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["id.json", "model.json"] {
+        std::fs::copy(run.path().join(f), copy.join(f)).unwrap();
+    }
+    let schemas = Schemas::new().with("m", Schema::new(&json!({"x": 1}), &[]).unwrap());
+    let r = store
+        .repair(&schemas, RepairOptions::default().rekey(true).force(true))
+        .unwrap();
+    assert_eq!(r.deleted, vec!["a-copy".to_owned()]);
+    assert_eq!(r.rekeyed.len(), 1);
+    assert_eq!(r.rekeyed[0].location, run.location().to_str().unwrap());
+    assert!(r.left.is_empty(), "{:?}", r.left);
+    assert!(classes(&store, &schemas).is_empty());
+}
+
 #[test]
 fn cli_verify_exits_1_on_findings_and_0_when_clean() {
     let dir = tempfile::tempdir().unwrap();

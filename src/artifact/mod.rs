@@ -397,13 +397,13 @@ impl Store {
                 self.commit_file_record(index, &rec, old.as_ref(), run_dir.as_deref())
             }
             Payload::Slice(bytes) => {
-                self.commit_inline_record(index, &rec, run_dir.as_deref(), |slot| {
+                self.commit_inline_record(index, &rec, old.as_ref(), run_dir.as_deref(), |slot| {
                     slot.copy_from_slice(bytes);
                     Ok(())
                 })
             }
             Payload::Spool(spool) => {
-                self.commit_inline_record(index, &rec, run_dir.as_deref(), |slot| {
+                self.commit_inline_record(index, &rec, old.as_ref(), run_dir.as_deref(), |slot| {
                     use std::os::unix::fs::FileExt;
                     spool
                         .read_exact_at(slot, 0)
@@ -457,20 +457,42 @@ impl Store {
         &self,
         index: &Index,
         rec: &ResourceRecord,
+        old: Option<&ResourceRecord>,
         run_dir: Option<&Path>,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
         failpoint("artifact.before_record")?;
+        // The previous inline bytes, to put back should the record beside the run fail.
+        let previous = match old {
+            Some(o) if o.backend == Backend::Inline => tables::inline_bytes(index, o.id)?,
+            _ => None,
+        };
         let len = usize::try_from(rec.size_bytes).expect("under the inline limit");
         index.write(|txn| {
             tables::put(index, txn, rec)?;
             tables::put_inline(index, txn, rec.id, len, fill)
         })?;
-        failpoint("artifact.after_index")?;
-        match run_dir {
+        let beside = failpoint("artifact.after_index").and_then(|()| match run_dir {
             Some(dir) => sidecar::write(dir, rec),
             None => Ok(()),
+        });
+        if beside.is_err() {
+            // Undo the commit: a call that fails changes nothing (FORMAT.md §9).
+            let _ = index.write(|txn| match old {
+                None => tables::remove(index, txn, rec),
+                Some(old) => {
+                    tables::put(index, txn, old)?;
+                    match &previous {
+                        Some(b) => tables::put_inline(index, txn, old.id, b.len(), |slot| {
+                            slot.copy_from_slice(b);
+                            Ok(())
+                        }),
+                        None => tables::drop_inline(index, txn, old.id),
+                    }
+                }
+            });
         }
+        beside
     }
 }
 
@@ -517,7 +539,9 @@ pub(crate) fn restore(
     }
     let mut missing = Vec::new();
     for rec in candidates {
-        if tables::get(index, rec.id)?.is_none() {
+        // A record the index holds stands, unless it is damaged: the one beside the run then
+        // replaces it.
+        if !matches!(tables::get(index, rec.id), Ok(Some(_))) {
             missing.push(rec);
         }
     }

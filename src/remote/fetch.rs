@@ -232,6 +232,12 @@ impl Store {
             uuid::Uuid::new_v4().simple()
         ));
         match fs::symlink_metadata(&dest) {
+            // A fetch that crashed after its last rename: the copy is in place, and only the
+            // index is left to record it.
+            Ok(_) if holds_copy(&dest, m)? => {
+                let _ = fs::remove_dir_all(&staging);
+                return Ok((bytes, new_records));
+            }
             Ok(_) if !dest.join(EVICTED_MARKER).is_file() => {
                 let _ = fs::remove_dir_all(&staging);
                 return Err(Error::UnsafePath {
@@ -416,6 +422,28 @@ fn fetch_artifact(
 }
 
 /// Downloads `key` to the new file `dest`, checks size and sha256, fsyncs it.
+/// Whether `dir` holds exactly the run files `m` lists, each of its size and sha256, and no
+/// eviction marker.
+fn holds_copy(dir: &Path, m: &Manifest) -> Result<bool> {
+    if dir.join(EVICTED_MARKER).exists() {
+        return Ok(false);
+    }
+    let files = super::push::run_files(dir)?;
+    if files.len() != m.files.len() || files.iter().zip(&m.files).any(|(a, b)| *a != b.path) {
+        return Ok(false);
+    }
+    for f in &m.files {
+        let path = dir.join(&f.path);
+        let mut file = fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let mut w = super::HashingWriter::new(std::io::sink());
+        let size = std::io::copy(&mut file, &mut w).map_err(|e| Error::io("read", &path, e))?;
+        if size != f.size || w.finish().1 != f.sha256 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn download(
     remote: &dyn Remote,
     key: &str,

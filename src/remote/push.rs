@@ -328,7 +328,12 @@ pub(crate) fn run_files(dir: &Path) -> Result<Vec<String>> {
                     path: path.clone(),
                     reason: "not a UTF-8 name cairn can push".into(),
                 })?;
-            if rel != super::EVICTED_MARKER {
+            // A crashed atomic replace's temporary is no part of the run.
+            let temporary = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(crate::durable::is_temporary);
+            if rel != super::EVICTED_MARKER && !temporary {
                 out.push(rel.to_owned());
             }
         }
