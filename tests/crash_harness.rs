@@ -381,6 +381,47 @@ const SCENARIOS: &[Scenario] = &[
             assert_resources_readable(&fix.root, before, &[], "after the rerun");
         },
     },
+    Scenario {
+        name: "fetch (remote-only run)",
+        // The runs were pushed from another store; this one knows them only from the remote.
+        setup: |fix| {
+            let origin = Fix {
+                root: fix.root.parent().unwrap().join("origin"),
+                mirror: fix.mirror.clone(),
+                input: fix.input.clone(),
+            };
+            std::fs::create_dir_all(&origin.root).unwrap();
+            runs_with_resources(&origin, 2);
+            let mirror = fix.mirror.to_str().unwrap();
+            cairn_ok(&origin.root, &["remote", "add", "m", "--dir", mirror]);
+            cairn_ok(&origin.root, &["push", "m", "--all"]);
+            cairn_ok(&fix.root, &["remote", "add", "m", "--dir", mirror]);
+            cairn_ok(&fix.root, &["reindex", "--remote", "m"]);
+        },
+        op: |fix, before| {
+            let id = first_run(before);
+            (cairn_cmd(&fix.root, &["fetch", &id]), Vec::new())
+        },
+        after_crash: |fix, before, _| {
+            assert_runs_whole(&fix.root, "after the crash");
+            let after = State::of(&fix.root);
+            for id in before.runs.keys() {
+                assert!(
+                    after.runs.contains_key(id),
+                    "after the crash: run {id} is gone"
+                );
+            }
+        },
+        finish: |fix, before| {
+            let id = first_run(before);
+            let after = State::of(&fix.root);
+            assert!(after.runs[&id].starts_with("local "), "{}", after.runs[&id]);
+            // The origin's three resources of that run came with it, readable and verified.
+            let of_run: Vec<_> = after.resources.values().filter(|r| r.0 == id).collect();
+            assert_eq!(of_run.len(), 3, "{:?}", after.resources);
+            assert_resources_readable(&fix.root, &after, &[], "after the rerun");
+        },
+    },
 ];
 
 /// The resource the update scenario rewrites: the run's filesystem one.

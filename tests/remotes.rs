@@ -1210,3 +1210,29 @@ fn a_crash_while_a_remote_record_is_fetched_alone_loses_nothing(kind: Kind) {
     let v = store.verify_resources(true).unwrap();
     assert!(v.findings.iter().all(|f| f.id != fs_id), "{:?}", v.findings);
 }
+
+/// `verify --contents` checks an evicted run's resources where their bytes are (inline ones in
+/// the index, remote ones on the remote) and never fetches the run back.
+fn verify_contents_leaves_an_evicted_run_evicted(kind: Kind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(spec) = spec(kind, tmp.path()) else {
+        return;
+    };
+    let store = store(&tmp.path().join("store"), &spec);
+    let (id, _, fs_id, inline_id) = populated(&store, 300_000);
+    store.push(&[id], "r", &|_| {}).unwrap();
+    store.evict(&id, &EvictOptions::default()).unwrap();
+    let report = store.verify_resources(true).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.resources, 2);
+    assert_eq!(state(&store, &id), "evicted", "verify fetched the run");
+    assert_eq!(
+        store.get_resource(fs_id).unwrap().unwrap().backend,
+        Backend::Remote
+    );
+    assert_eq!(
+        store.get_resource(inline_id).unwrap().unwrap().backend,
+        Backend::Inline
+    );
+}
+both!(verify_contents_leaves_an_evicted_run_evicted);

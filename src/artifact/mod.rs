@@ -157,19 +157,34 @@ impl Store {
     /// [`copy_resource_to`](Store::copy_resource_to) with `to` naming the output in errors.
     fn copy_verified(&self, id: Uuid, out: &mut dyn Write, to: &Path) -> Result<ResourceRecord> {
         let rec = self.local_resource(self.resource(id)?)?;
+        self.copy_local(&rec, out, to)?;
+        Ok(rec)
+    }
+
+    /// Streams the bytes `rec` names where they are now, verified, without fetching anything: a
+    /// `remote` record is an [`Error::ResourceRemote`].
+    pub(crate) fn copy_local(
+        &self,
+        rec: &ResourceRecord,
+        out: &mut dyn Write,
+        to: &Path,
+    ) -> Result<()> {
         match rec.backend {
             Backend::Inline => {
-                let bytes = self.inline_of(&rec)?;
-                read::copy_verified(&rec, &mut &bytes[..], Path::new("<index>"), out, to)?;
+                let bytes = self.inline_of(rec)?;
+                read::copy_verified(rec, &mut &bytes[..], Path::new("<index>"), out, to)
             }
             Backend::Filesystem => {
-                let path = self.file_of(&rec)?;
-                let mut file = read::open_checked(&path, &rec)?;
-                read::copy_verified(&rec, &mut file, &path, out, to)?;
+                let path = self.file_of(rec)?;
+                let mut file = read::open_checked(&path, rec)?;
+                read::copy_verified(rec, &mut file, &path, out, to)
             }
-            Backend::Remote => unreachable!("local_resource fetches remote bytes"),
+            Backend::Remote => Err(Error::ResourceRemote {
+                id: rec.id,
+                name: rec.name.clone(),
+                remote: rec.remote_name().unwrap_or_default().to_owned(),
+            }),
         }
-        Ok(rec)
     }
 
     /// Random access to resource `id` (mmap for files of [`MMAP_THRESHOLD`] bytes or more).

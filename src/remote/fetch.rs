@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use super::manifest::Manifest;
+use super::manifest::{Manifest, ManifestFile};
 use super::{
     EVICTED_MARKER, HashingWriter, Progress, Remote, artifact_key, copies, read_manifest,
     remote_error, run_file_key,
@@ -235,6 +235,11 @@ impl Store {
             // A fetch that crashed after its last rename: the copy is in place, and only the
             // index is left to record it.
             Ok(_) if holds_copy(&dest, m)? => {
+                // Its resource records become this fetch's (the crashed fetch's name files of
+                // its own, which gc then collects), so the run and the index agree.
+                for rec in &new_records {
+                    sidecar::write(&dest, rec)?;
+                }
                 let _ = fs::remove_dir_all(&staging);
                 return Ok((bytes, new_records));
             }
@@ -428,11 +433,24 @@ fn holds_copy(dir: &Path, m: &Manifest) -> Result<bool> {
     if dir.join(EVICTED_MARKER).exists() {
         return Ok(false);
     }
+    // Resource records are not compared: a fetch rewrites a remote-only run's records to its
+    // new local files, and the caller writes this fetch's records over them.
+    let not_record = |p: &&str| !Path::new(p).starts_with(sidecar::SIDECAR_DIR);
     let files = super::push::run_files(dir)?;
-    if files.len() != m.files.len() || files.iter().zip(&m.files).any(|(a, b)| *a != b.path) {
+    let files: Vec<&str> = files
+        .iter()
+        .map(String::as_str)
+        .filter(not_record)
+        .collect();
+    let wanted: Vec<&ManifestFile> = m
+        .files
+        .iter()
+        .filter(|f| not_record(&f.path.as_str()))
+        .collect();
+    if files.len() != wanted.len() || files.iter().zip(&wanted).any(|(a, b)| *a != b.path) {
         return Ok(false);
     }
-    for f in &m.files {
+    for f in wanted {
         let path = dir.join(&f.path);
         let mut file = fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
         let mut w = super::HashingWriter::new(std::io::sink());
