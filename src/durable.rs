@@ -176,7 +176,7 @@ pub(crate) fn failpoint_at(name: &str, op: &'static str, path: &Path) -> Result<
 /// The failure `CAIRN_FAILPOINTS` injects at this passage through `name`, if any; aborts here
 /// when the action is `abort`.
 #[cfg(feature = "failpoints")]
-fn injected(name: &str) -> Option<std::io::Error> {
+pub(crate) fn injected(name: &str) -> Option<std::io::Error> {
     /// Passages so far, per point name (`*`: through any point).
     static HITS: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
     let spec = std::env::var("CAIRN_FAILPOINTS").ok()?;

@@ -516,9 +516,13 @@ impl LazyIndex {
 }
 
 fn redb_error(path: &Path, e: impl Into<redb::Error>) -> Error {
-    Error::Index {
-        path: path.into(),
-        reason: e.into().to_string(),
+    match e.into() {
+        // The disk or the device failed, not the index: an I/O error naming the file.
+        redb::Error::Io(source) => Error::io("access", path, source),
+        e => Error::Index {
+            path: path.into(),
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -530,6 +534,12 @@ impl Index {
         let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let db = match Self::open_db(path, &repaired) {
             Ok(db) => db,
+            // A full disk or a failing device is no damage: reported, and nothing is moved.
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.raw_os_error().is_some() =>
+            {
+                return Err(Error::io("open", path, e));
+            }
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)))
             | Err(redb::DatabaseError::Storage(redb::StorageError::Io(_)))
                 if existed =>
@@ -599,15 +609,26 @@ impl Index {
         repaired: &Arc<std::sync::atomic::AtomicBool>,
     ) -> std::result::Result<Database, redb::DatabaseError> {
         let flag = Arc::clone(repaired);
-        Database::builder()
+        let mut builder = Database::builder();
+        builder
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed))
-            .create(path)
+            .set_repair_callback(move |_| flag.store(true, std::sync::atomic::Ordering::Relaxed));
+        // Test builds put failpoints under redb's own writes and fsyncs (src/index_faults.rs).
+        #[cfg(feature = "failpoints")]
+        return builder.create_with_backend(crate::index_faults::FaultyFile::open(path)?);
+        #[cfg(not(feature = "failpoints"))]
+        builder.create(path)
     }
 
     /// The index file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether `e` is a failure of the index file itself (a write or fsync of `index.redb`):
+    /// then whether a failed commit persisted is unknown, and nothing it may refer to is removed.
+    pub(crate) fn failed_inside(&self, e: &Error) -> bool {
+        matches!(e, Error::Io { path, .. } if *path == self.path)
     }
 
     /// A read snapshot, for tables defined outside this module (the resource tables).

@@ -42,6 +42,8 @@ mod durable;
 pub mod error;
 pub mod identity;
 pub mod index;
+#[cfg(feature = "failpoints")]
+mod index_faults;
 pub mod json;
 pub mod query;
 pub mod reindex;

@@ -773,6 +773,7 @@ fn cairn(root: &Path) -> std::process::Command {
 
 /// Writes remote `c` into the configuration file, for a child `cairn` (credentials come from
 /// its environment).
+#[cfg(feature = "failpoints")]
 fn config_remote_c(root: &Path, spec: &RemoteSpec) {
     std::fs::create_dir_all(root.join(".cairn")).unwrap();
     let config = serde_json::json!({"format": 1, "remotes": {"c": spec}});

@@ -318,6 +318,23 @@ impl Store {
                 report.migrated += moves.len() as u64;
                 report.bytes += moves.iter().map(|m| m.old.size_bytes).sum::<u64>();
             }
+            Err(e) if index.failed_inside(&e) => {
+                // The index file itself failed: the batch's commit may have persisted, so the
+                // new files and records beside the runs stay (the bytes are in both backends
+                // until one is dropped; gc removes files no record names).
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for m in &moves {
+                    let error = first.take().unwrap_or_else(|| {
+                        Error::io("commit", index.path(), std::io::Error::other(msg.clone()))
+                    });
+                    report.failed.push(MigrateFailure {
+                        id: m.old.id,
+                        name: m.old.name.clone(),
+                        error,
+                    });
+                }
+            }
             Err(e) => {
                 let msg = e.to_string();
                 let mut first = Some(e);

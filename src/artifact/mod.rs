@@ -427,7 +427,9 @@ impl Store {
             }
         };
         if let Err(e) = committed {
-            if let Some(f) = &file {
+            // When the index file itself failed, the commit may have persisted: the new file
+            // stays (gc removes it once no record names it).
+            if let Some(f) = file.as_ref().filter(|_| !index.failed_inside(&e)) {
                 let _ = std::fs::remove_file(f);
             }
             return Err(e);
@@ -456,10 +458,12 @@ impl Store {
                 tables::drop_inline(index, txn, rec.id)
             })
         });
-        if result.is_err()
+        if let Err(e) = &result
+            && !index.failed_inside(e)
             && let Some(dir) = run_dir
         {
-            // Put back what was beside the run, so the resource is exactly as it was.
+            // Put back what was beside the run, so the resource is exactly as it was (unless
+            // the commit may have persisted: then the new record beside the run matches it).
             let _ = match old {
                 Some(old) => sidecar::write(dir, old),
                 None => sidecar::remove(dir, rec.id),
