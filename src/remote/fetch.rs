@@ -344,6 +344,18 @@ impl Store {
                 .flatten()
                 .map(|r| (r.id, r))
                 .collect();
+        // A run the index has (evicted) keeps its resources in the index: one it lacks was
+        // deleted after the push and stays deleted, record and bytes. A remote-only run's
+        // resources come from the copy.
+        let remote_only = crate::store::lookup(index, &m.identity)?
+            .is_none_or(|r| r.state == Availability::Remote);
+        if !remote_only {
+            for id in pushed.keys() {
+                if tables::get(index, *id)?.is_none() {
+                    sidecar::remove(staging, *id)?;
+                }
+            }
+        }
         for a in &m.artifacts {
             let key = artifact_key(&a.sha256);
             let known = tables::get(index, a.id)?;
@@ -364,6 +376,7 @@ impl Store {
                     (target, Some(rec))
                 }
                 Some(_) => continue, // inline: the bytes never left the index
+                None if !remote_only => continue,
                 None => {
                     // A remote-only run: its record (fetched beside the run) now points here.
                     let file = sidecar::path(staging, a.id);
