@@ -91,6 +91,20 @@ fn runs_with_resources(fix: &Fix, runs: u32) {
     }
 }
 
+/// After a stopped fetch: every directory under a final name whole, every run still indexed
+/// (between fetch's two renames the husk is gone, but the bytes are on the remote and the rerun
+/// completes it).
+fn runs_whole_and_kept(fix: &Fix, before: &State, _out: &Output) {
+    assert_runs_whole(&fix.root, "after the crash");
+    let after = State::of(&fix.root);
+    for id in before.runs.keys() {
+        assert!(
+            after.runs.contains_key(id),
+            "after the crash: run {id} is gone"
+        );
+    }
+}
+
 fn first_run(before: &State) -> String {
     before.runs.keys().next().unwrap().clone()
 }
@@ -362,18 +376,7 @@ const SCENARIOS: &[Scenario] = &[
             let id = first_run(before);
             (cairn_cmd(&fix.root, &["fetch", &id]), Vec::new())
         },
-        // Between fetch's two renames the husk is gone: the run stays indexed (its bytes are on
-        // the remote) and the rerun completes it.
-        after_crash: |fix, before, _| {
-            assert_runs_whole(&fix.root, "after the crash");
-            let after = State::of(&fix.root);
-            for id in before.runs.keys() {
-                assert!(
-                    after.runs.contains_key(id),
-                    "after the crash: run {id} is gone"
-                );
-            }
-        },
+        after_crash: runs_whole_and_kept,
         finish: |fix, before| {
             let id = first_run(before);
             let after = State::of(&fix.root);
@@ -402,16 +405,7 @@ const SCENARIOS: &[Scenario] = &[
             let id = first_run(before);
             (cairn_cmd(&fix.root, &["fetch", &id]), Vec::new())
         },
-        after_crash: |fix, before, _| {
-            assert_runs_whole(&fix.root, "after the crash");
-            let after = State::of(&fix.root);
-            for id in before.runs.keys() {
-                assert!(
-                    after.runs.contains_key(id),
-                    "after the crash: run {id} is gone"
-                );
-            }
-        },
+        after_crash: runs_whole_and_kept,
         finish: |fix, before| {
             let id = first_run(before);
             let after = State::of(&fix.root);
