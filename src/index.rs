@@ -24,7 +24,7 @@ use crate::run::IdHeader;
 use crate::walk::DirState;
 
 /// Version of the table layout and record encoding; an index of another version is rebuilt.
-pub const INDEX_SCHEMA_VERSION: u64 = 2;
+pub const INDEX_SCHEMA_VERSION: u64 = 3;
 
 /// `meta`: `"schema_version"` → u64 little-endian.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -32,8 +32,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RUNS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("runs");
 /// `locations`: run location → (identity, directory mtime in ns; 0 = revisit next time).
 const LOCATIONS: TableDefinition<&str, ([u8; 32], u64)> = TableDefinition::new("locations");
-/// `modules`: module → identities.
-const MODULES: MultimapTableDefinition<&str, [u8; 32]> = MultimapTableDefinition::new("modules");
+/// `module_runs`: (module, identity) → nothing; a module's runs are a key range, loaded in key
+/// order like every other table.
+const MODULES: TableDefinition<(&str, [u8; 32]), ()> = TableDefinition::new("module_runs");
+/// The `modules` multimap of schemas 1 and 2, dropped when such an index is rebuilt.
+const OLD_MODULES: MultimapTableDefinition<&str, [u8; 32]> =
+    MultimapTableDefinition::new("modules");
 /// `aliases`: an earlier identity of a re-keyed run → its current identity.
 const ALIASES: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("aliases");
 /// `dirs`: location of a non-run directory → (mtime ns, 0 = revisit; subdirectory names, NUL-separated).
@@ -798,12 +802,13 @@ impl Index {
             .begin_read()
             .map_err(|e| redb_error(&self.path, e))?;
         let t = txn
-            .open_multimap_table(MODULES)
+            .open_table(MODULES)
             .map_err(|e| redb_error(&self.path, e))?;
-        t.get(module)
+        t.range((module, [0; 32])..=(module, [0xff; 32]))
             .map_err(|e| redb_error(&self.path, e))?
-            .map(|v| {
-                v.map(|g| Identity::from_bytes(g.value()))
+            .map(|entry| {
+                entry
+                    .map(|(k, _)| Identity::from_bytes(k.value().1))
                     .map_err(|e| redb_error(&self.path, e))
             })
             .collect()
@@ -994,9 +999,7 @@ impl Index {
         let p = &self.path;
         let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
         let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
-        let mut modules = txn
-            .open_multimap_table(MODULES)
-            .map_err(|e| redb_error(p, e))?;
+        let mut modules = txn.open_table(MODULES).map_err(|e| redb_error(p, e))?;
         let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
         let key = rec.identity.as_bytes();
         for a in &rec.aliases {
@@ -1008,7 +1011,7 @@ impl Index {
                 let stale = RunRecord::decode(*a, stale.value(), p)?;
                 stale_location(&mut locs, &stale, p)?;
                 modules
-                    .remove(stale.module.as_str(), a.as_bytes())
+                    .remove((stale.module.as_str(), *a.as_bytes()))
                     .map_err(|e| redb_error(p, e))?;
             }
         }
@@ -1020,7 +1023,7 @@ impl Index {
             }
             if old.module != rec.module {
                 modules
-                    .remove(old.module.as_str(), key)
+                    .remove((old.module.as_str(), *key))
                     .map_err(|e| redb_error(p, e))?;
             }
         }
@@ -1029,7 +1032,7 @@ impl Index {
         locs.insert(rec.location.as_str(), (*key, mtime_ns))
             .map_err(|e| redb_error(p, e))?;
         modules
-            .insert(rec.module.as_str(), key)
+            .insert((rec.module.as_str(), *key), ())
             .map_err(|e| redb_error(p, e))?;
         Ok(())
     }
@@ -1051,11 +1054,9 @@ impl Index {
         for a in &old.aliases {
             aliases.remove(a.as_bytes()).map_err(|e| redb_error(p, e))?;
         }
-        let mut modules = txn
-            .open_multimap_table(MODULES)
-            .map_err(|e| redb_error(p, e))?;
+        let mut modules = txn.open_table(MODULES).map_err(|e| redb_error(p, e))?;
         modules
-            .remove(old.module.as_str(), identity.as_bytes())
+            .remove((old.module.as_str(), *identity.as_bytes()))
             .map_err(|e| redb_error(p, e))?;
         Ok(())
     }
@@ -1101,17 +1102,30 @@ impl Index {
             cursor.close().map_err(|e| redb_error(p, e))?;
         }
         {
-            let mut by_module: Vec<(&str, [u8; 32])> = records
-                .iter()
-                .map(|(r, ..)| (r.module.as_str(), *r.identity.as_bytes()))
-                .collect();
-            by_module.sort_unstable();
-            let mut modules = txn
-                .open_multimap_table(MODULES)
-                .map_err(|e| redb_error(p, e))?;
-            for (module, id) in by_module {
-                modules.insert(module, id).map_err(|e| redb_error(p, e))?;
+            // Grouped by module without a comparison sort: few modules, and each group keeps
+            // the records' identity order.
+            let mut groups: HashMap<&str, Vec<[u8; 32]>> = HashMap::new();
+            for (r, ..) in records {
+                groups
+                    .entry(r.module.as_str())
+                    .or_default()
+                    .push(*r.identity.as_bytes());
             }
+            let mut groups: Vec<_> = groups.into_iter().collect();
+            groups.sort_unstable_by_key(|(module, _)| *module);
+            let by_module = groups
+                .into_iter()
+                .flat_map(|(module, ids)| ids.into_iter().map(move |id| (module, id)));
+            let mut modules = txn.open_table(MODULES).map_err(|e| redb_error(p, e))?;
+            let mut cursor = modules
+                .upper_bound_mut(Bound::<(&str, [u8; 32])>::Unbounded)
+                .map_err(|e| redb_error(p, e))?;
+            for key in by_module {
+                cursor
+                    .insert_before(key, ())
+                    .map_err(|e| redb_error(p, e))?;
+            }
+            cursor.close().map_err(|e| redb_error(p, e))?;
         }
         {
             let mut pairs: Vec<([u8; 32], [u8; 32])> = records
@@ -1197,13 +1211,14 @@ fn clear_tables(txn: &WriteTransaction, path: &Path) -> Result<()> {
     let e = |e: redb::TableError| redb_error(path, e);
     txn.delete_table(RUNS).map_err(e)?;
     txn.delete_table(LOCATIONS).map_err(e)?;
-    txn.delete_multimap_table(MODULES).map_err(e)?;
+    txn.delete_multimap_table(OLD_MODULES).map_err(e)?;
+    txn.delete_table(MODULES).map_err(e)?;
     txn.delete_table(DIRS).map_err(e)?;
     txn.delete_table(ALIASES).map_err(e)?;
     txn.open_table(ALIASES).map_err(e)?;
     txn.open_table(RUNS).map_err(e)?;
     txn.open_table(LOCATIONS).map_err(e)?;
-    txn.open_multimap_table(MODULES).map_err(e)?;
+    txn.open_table(MODULES).map_err(e)?;
     txn.open_table(DIRS).map_err(e)?;
     Ok(())
 }

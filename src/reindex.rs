@@ -4,7 +4,7 @@
 //! root in parallel and bulk-loads every table in key order in one write transaction; an
 //! incremental one walks only directories whose mtime changed and patches the index.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -92,6 +92,10 @@ struct Seen {
     indexed: bool,
 }
 
+/// Where a run stands among the runs seen (compared only): by identity, a directory the index
+/// has first, then by its place in the walk's (location) order.
+type SeenKey = (Identity, bool, u32);
+
 /// A full reindex patches the index in place unless more than one run in this many changed;
 /// then it reloads every table in key order (redb's fast path for bulk loads).
 const REBUILD_ABOVE: usize = 8;
@@ -121,16 +125,21 @@ pub(crate) fn reindex(
     }
     // Each header read straight to its record, and the record encoded, during the parallel
     // walk.
-    let walk = walk::walk_with(root, &previous, progress, |dir, location, entries| {
-        let state = if entries.evicted {
-            Availability::Evicted // a husk (FORMAT.md §8.6)
-        } else {
-            Availability::Local
-        };
-        let rec = IdBytes::read(dir)?.record(location.to_owned(), state);
-        let encoded = rec.encode();
-        Ok((rec, encoded))
-    });
+    let walk = walk::walk_with(
+        root,
+        &previous,
+        progress,
+        |bytes, path, location, entries| {
+            let state = if entries.evicted {
+                Availability::Evicted // a husk (FORMAT.md §8.6)
+            } else {
+                Availability::Local
+            };
+            let rec = IdBytes::parse(bytes, path)?.record(location.to_owned(), state);
+            let encoded = rec.encode();
+            Ok((rec, encoded))
+        },
+    );
     let mut report = ReindexReport {
         incremental,
         listed_dirs: walk.listed,
@@ -154,11 +163,12 @@ pub(crate) fn reindex(
         .iter()
         .map(|(loc, (id, _))| (*id, loc.as_str()))
         .collect();
-    let mut seen: Vec<Seen> = walk
+    // In location order (the walk's).
+    let seen: Vec<Seen> = walk
         .runs
         .into_iter()
         .filter_map(|found| {
-            let mtime_ns = walk.dirs.get(&found.location).map_or(0, stamp);
+            let mtime_ns = stamp(&found.state);
             let identity = match &found.header {
                 Some((rec, _)) => rec.identity,
                 None => old_runs.get(&found.location)?.0,
@@ -174,15 +184,17 @@ pub(crate) fn reindex(
         .collect();
 
     // One directory per identity: the location the index already has wins (so a copy never
-    // displaces the original), then the first in order; the rest are reported.
-    seen.sort_unstable_by(|a, b| {
-        a.identity
-            .cmp(&b.identity)
-            .then(b.indexed.cmp(&a.indexed))
-            .then(a.location.cmp(&b.location))
-    });
-    let mut kept: Vec<Seen> = Vec::with_capacity(seen.len());
-    for s in seen {
+    // displaces the original), then the first in location order; the rest are reported. Sorted
+    // through small keys, so that each large entry moves once.
+    let mut order: Vec<SeenKey> = (0..)
+        .zip(&seen)
+        .map(|(i, s)| (s.identity, !s.indexed, i))
+        .collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<Seen>> = seen.into_iter().map(Some).collect();
+    let mut kept: Vec<Seen> = Vec::with_capacity(slots.len());
+    for (.., i) in order {
+        let s = slots[i as usize].take().expect("each entry is taken once");
         match kept.last() {
             Some(k) if k.identity == s.identity => report.duplicates.push(Duplicate {
                 identity: s.identity,
@@ -193,12 +205,12 @@ pub(crate) fn reindex(
         }
     }
 
-    let found_ids: HashSet<Identity> = kept.iter().map(|s| s.identity).collect();
-    // Entries without a directory: dropped when local, kept when another state says the bytes
-    // are elsewhere (remote or evicted).
+    // Entries without a directory (`kept` is sorted by identity): dropped when local, kept when
+    // another state says the bytes are elsewhere (remote or evicted).
     let mut gone = Vec::new();
     let mut elsewhere = Vec::new();
-    for id in old_by_id.keys().filter(|id| !found_ids.contains(id)) {
+    let found = |id: &Identity| kept.binary_search_by_key(id, |s| s.identity).is_ok();
+    for id in old_by_id.keys().filter(|id| !found(id)) {
         match index.get(id)? {
             Some(rec) if rec.state != Availability::Local => elsewhere.push(rec),
             _ => gone.push(*id),

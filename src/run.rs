@@ -286,11 +286,21 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
-/// Reads a whole regular file (never through a link), refusing files over `limit` bytes (even
-/// ones that grow while read).
+/// Reads a whole regular file (never through a link), refusing files over `limit` bytes.
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let f = crate::confine::open_regular(path)?;
-    let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let (f, size) = crate::confine::open_regular(path)?;
+    read_sized(f, size, path, limit)
+}
+
+/// Reads the `size` bytes that `f` (at `path`) had when opened. The files cairn reads are
+/// replaced by renames, never written in place, so no end-of-file probe follows; a file cut
+/// short meanwhile is an error.
+pub(crate) fn read_sized(
+    mut f: std::fs::File,
+    size: u64,
+    path: &Path,
+    limit: u64,
+) -> Result<Vec<u8>> {
     if size > limit {
         return Err(Error::TooLarge {
             path: path.into(),
@@ -298,17 +308,9 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
             limit,
         });
     }
-    let mut buf = Vec::with_capacity(size as usize);
-    f.take(limit + 1)
-        .read_to_end(&mut buf)
+    let mut buf = vec![0; size as usize];
+    f.read_exact(&mut buf)
         .map_err(|e| Error::io("read", path, e))?;
-    if buf.len() as u64 > limit {
-        return Err(Error::TooLarge {
-            path: path.into(),
-            size: buf.len() as u64,
-            limit,
-        });
-    }
     Ok(buf)
 }
 

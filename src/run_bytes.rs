@@ -16,7 +16,7 @@ use crate::canonical::{Value, encoder};
 use crate::error::Result;
 use crate::identity::{Identity, Schema};
 use crate::index::{Availability, RunRecord};
-use crate::run::{self, ID_FILE, ID_FILE_LIMIT, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT};
+use crate::run::{self, IdHeader, MODEL_FILE, MODEL_FILE_LIMIT};
 
 /// The encoded empty map: a missing predicate (or model config).
 const EMPTY_MAP: &[u8] = &[0xa0];
@@ -39,12 +39,6 @@ pub(crate) struct IdBytes {
 }
 
 impl IdBytes {
-    /// Reads and parses `<dir>/id.json`.
-    pub(crate) fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(ID_FILE);
-        Self::parse(&run::read_bounded(&path, ID_FILE_LIMIT)?, &path)
-    }
-
     /// Parses `id.json` bytes: the same acceptance and errors as [`IdHeader::from_json_bytes`],
     /// naming `path`.
     pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Self> {

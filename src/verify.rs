@@ -147,8 +147,8 @@ pub(crate) fn verify(
 ) -> Result<VerifyReport> {
     let start = Instant::now();
     let root = store.root();
-    let walk = walk::walk_with(root, &HashMap::new(), progress, |dir, _, _| {
-        IdBytes::read(dir)
+    let walk = walk::walk_with(root, &HashMap::new(), progress, |bytes, path, _, _| {
+        IdBytes::parse(bytes, path)
     });
     let wanted = |module: &str, id: &Identity| {
         opts.module.as_deref().is_none_or(|m| m == module)

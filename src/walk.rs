@@ -8,21 +8,28 @@
 //! per run for them.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
+use rustix::fs::{self, AtFlags, FileType, Mode, OFlags, RawDir};
 
 use crate::artifact::SIDECAR_DIR;
 use crate::error::{Error, Result};
 use crate::remote::EVICTED_MARKER;
-use crate::run::{ID_FILE, IdHeader};
+use crate::run::{ID_FILE, ID_FILE_LIMIT, IdHeader};
 use crate::store::META_DIR;
 
 /// A directory mtime this close to the walk's start may still change within the same clock tick,
 /// so it is never trusted by the next incremental walk.
 const RECENT: Duration = Duration::from_secs(2);
+
+/// Bytes of directory entries fetched per `getdents64` call.
+const LIST_BUFFER: usize = 32 << 10;
 
 /// What a walk learned about one directory, relative to the root (`/`-separated, UTF-8; the root
 /// itself is `""`).
@@ -55,6 +62,8 @@ pub struct FoundRun<H = IdHeader> {
     pub header: Option<H>,
     /// The markers in the directory; all false when it was unchanged (not listed).
     pub entries: RunEntries,
+    /// The directory's state (`subdirs` is `None`).
+    pub state: DirState,
 }
 
 /// What a walk found.
@@ -62,7 +71,8 @@ pub struct FoundRun<H = IdHeader> {
 pub struct Walk<H = IdHeader> {
     /// Runs, sorted by location.
     pub runs: Vec<FoundRun<H>>,
-    /// Every directory visited or skipped as unchanged, by location.
+    /// Every directory visited or skipped as unchanged that is not a run, by location (a run's
+    /// is in its [`FoundRun`]).
     pub dirs: HashMap<String, DirState>,
     /// Directories or headers that could not be read; the rest of the walk completed.
     pub errors: Vec<Error>,
@@ -82,16 +92,19 @@ pub fn walk(
     previous: &HashMap<String, DirState>,
     progress: impl Fn(usize) + Sync,
 ) -> Walk {
-    walk_with(root, previous, progress, |dir, _, _| IdHeader::read(dir))
+    walk_with(root, previous, progress, |bytes, path, _, _| {
+        IdHeader::from_json_bytes(bytes, path)
+    })
 }
 
-/// [`walk`] reading each changed run directory's header with `read` (given the directory, its
-/// location and its markers), in parallel; a header `read` refuses is reported among the errors.
+/// [`walk`] turning each changed run directory's `id.json` into its header with `read` (given
+/// the file's bytes, its path, the run's location and its markers), in parallel; a header `read`
+/// refuses is reported among the errors.
 pub(crate) fn walk_with<H: Send>(
     root: &Path,
     previous: &HashMap<String, DirState>,
     progress: impl Fn(usize) + Sync,
-    read: impl Fn(&Path, &str, &RunEntries) -> Result<H> + Sync,
+    read: impl Fn(&[u8], &Path, &str, &RunEntries) -> Result<H> + Sync,
 ) -> Walk<H> {
     let start = SystemTime::now();
     let out = Mutex::new(Walk {
@@ -105,11 +118,17 @@ pub(crate) fn walk_with<H: Send>(
         out: &out,
         progress: &progress,
         read: &read,
-        recent_after: start.checked_sub(RECENT).unwrap_or(UNIX_EPOCH),
+        recent_after_ns: nanos(start.checked_sub(RECENT).unwrap_or(UNIX_EPOCH)),
     };
-    match std::fs::symlink_metadata(root) {
-        Ok(meta) => ctx.visit(root.to_path_buf(), String::new(), &meta),
-        Err(e) => ctx.error(Error::io("stat", root, e)),
+    let opened = fs::openat(
+        fs::CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    );
+    match opened {
+        Ok(fd) => ctx.visit(fd, root.to_path_buf(), String::new()),
+        Err(e) => ctx.error(Error::io("list", root, e.into())),
     }
     let mut walk = out.into_inner().expect("walk lock");
     walk.runs
@@ -117,12 +136,17 @@ pub(crate) fn walk_with<H: Send>(
     walk
 }
 
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 struct Ctx<'a, H, P, R> {
     previous: &'a HashMap<String, DirState>,
     out: &'a Mutex<Walk<H>>,
     progress: &'a P,
     read: &'a R,
-    recent_after: SystemTime,
+    recent_after_ns: u64,
 }
 
 fn join(rel: &str, name: &str) -> String {
@@ -133,11 +157,17 @@ fn join(rel: &str, name: &str) -> String {
     }
 }
 
+/// Opens the directory `name` below the open directory `parent`, never through a link.
+fn open_subdir(parent: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(fs::openat(parent, name, flags, Mode::empty())?)
+}
+
 impl<H, P, R> Ctx<'_, H, P, R>
 where
     H: Send,
     P: Fn(usize) + Sync,
-    R: Fn(&Path, &str, &RunEntries) -> Result<H> + Sync,
+    R: Fn(&[u8], &Path, &str, &RunEntries) -> Result<H> + Sync,
 {
     fn error(&self, e: Error) {
         self.out.lock().expect("walk lock").errors.push(e);
@@ -145,22 +175,35 @@ where
 
     fn found(&self, location: String, header: Option<H>, entries: RunEntries, state: DirState) {
         let mut out = self.out.lock().expect("walk lock");
-        out.dirs.insert(location.clone(), state);
         out.runs.push(FoundRun {
             location,
             header,
             entries,
+            state,
         });
         (self.progress)(out.runs.len());
     }
 
-    /// Visits `dir` (at `rel`), whose metadata (not following links) is `meta`.
-    fn visit(&self, dir: PathBuf, rel: String, meta: &std::fs::Metadata) {
-        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-        let mtime_ns = modified
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let recent = modified >= self.recent_after;
+    /// Visits subdirectory `name` of the open directory `parent` (at `dir`, location `rel`).
+    fn visit_child(&self, parent: &OwnedFd, dir: &Path, rel: &str, name: &str) {
+        let path = dir.join(name);
+        match open_subdir(parent, name) {
+            Ok(fd) => self.visit(fd, path, join(rel, name)),
+            Err(e) => self.error(Error::io("list", &path, e)),
+        }
+    }
+
+    /// Visits the open directory `fd` (at `dir`, location `rel`). Everything below is opened
+    /// relative to it, so no path is looked up from the root again.
+    fn visit(&self, fd: OwnedFd, dir: PathBuf, rel: String) {
+        let stat = match fs::fstat(&fd) {
+            Ok(s) => s,
+            Err(e) => return self.error(Error::io("stat", &dir, e.into())),
+        };
+        let mtime_ns = (stat.st_mtime as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(stat.st_mtime_nsec as u64);
+        let recent = mtime_ns >= self.recent_after_ns;
 
         if let Some(prev) = self.previous.get(&rel)
             && prev.mtime_ns == mtime_ns
@@ -179,62 +222,71 @@ where
                         .expect("walk lock")
                         .dirs
                         .insert(rel.clone(), state);
-                    subdirs.par_iter().for_each(|name| {
-                        let path = dir.join(name);
-                        match std::fs::symlink_metadata(&path) {
-                            Ok(meta) => self.visit(path, join(&rel, name), &meta),
-                            Err(e) => self.error(Error::io("stat", &path, e)),
-                        }
-                    });
+                    subdirs
+                        .par_iter()
+                        .for_each(|name| self.visit_child(&fd, &dir, &rel, name));
                 }
             }
             return;
         }
 
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => return self.error(Error::io("list", &dir, e)),
-        };
         self.out.lock().expect("walk lock").listed += 1;
         let mut subdirs = Vec::new();
         let mut is_run = false;
         let mut markers = RunEntries::default();
         // Reported only if this is not a run: what is below a run is the run's own business.
         let mut errors = Vec::new();
-        for entry in entries {
+        let mut buf = Vec::with_capacity(LIST_BUFFER);
+        let mut entries = RawDir::new(&fd, buf.spare_capacity_mut());
+        while let Some(entry) = entries.next() {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) => {
-                    errors.push(Error::io("list", &dir, e));
-                    continue;
-                }
+                Err(e) => return self.error(Error::io("list", &dir, e.into())),
             };
-            // DirEntry::file_type does not follow symlinks: a symlinked directory is not entered.
-            let Ok(ft) = entry.file_type() else { continue };
-            let name = entry.file_name();
-            if name == ID_FILE {
-                if !ft.is_file() {
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let ft = match entry.file_type() {
+                FileType::Unknown => {
+                    match fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => FileType::from_raw_mode(st.st_mode),
+                        Err(e) => {
+                            errors.push(Error::io(
+                                "stat",
+                                dir.join(OsStr::from_bytes(name)),
+                                e.into(),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                ft => ft,
+            };
+            if name == ID_FILE.as_bytes() {
+                if ft != FileType::RegularFile {
                     // A linked id.json could point out of the root: refuse the directory.
                     return self.error(Error::UnsafePath {
-                        path: entry.path(),
+                        path: dir.join(ID_FILE),
                         reason: "id.json is not a regular file".into(),
                     });
                 }
                 is_run = true;
                 continue;
             }
-            if name == EVICTED_MARKER {
+            if name == EVICTED_MARKER.as_bytes() {
                 // As `remote::is_husk`: a file, reached through a link or not.
-                markers.evicted = ft.is_file() || (ft.is_symlink() && crate::remote::is_husk(&dir));
+                markers.evicted = ft == FileType::RegularFile
+                    || (ft == FileType::Symlink && crate::remote::is_husk(&dir));
             }
-            if name == SIDECAR_DIR {
+            if name == SIDECAR_DIR.as_bytes() {
                 markers.resources = true;
             }
-            if ft.is_dir() && !(rel.is_empty() && name == META_DIR) {
-                match name.into_string() {
-                    Ok(n) => subdirs.push((n, entry)),
+            if ft == FileType::Directory && !(rel.is_empty() && name == META_DIR.as_bytes()) {
+                match std::str::from_utf8(name) {
+                    Ok(n) => subdirs.push(n.to_owned()),
                     Err(_) => errors.push(Error::UnsafePath {
-                        path: entry.path(),
+                        path: dir.join(OsStr::from_bytes(name)),
                         reason: "file name is not UTF-8; run locations must be".into(),
                     }),
                 }
@@ -246,7 +298,11 @@ where
                 subdirs: None,
                 recent,
             };
-            return match (self.read)(&dir, &rel, &markers) {
+            let path = dir.join(ID_FILE);
+            let header = crate::confine::open_listed_at(&fd, ID_FILE, &path)
+                .and_then(|(f, size)| crate::run::read_sized(f, size, &path, ID_FILE_LIMIT))
+                .and_then(|bytes| (self.read)(&bytes, &path, &rel, &markers));
+            return match header {
                 Ok(h) => self.found(rel, Some(h), markers, state),
                 Err(e) => self.error(e),
             };
@@ -254,27 +310,15 @@ where
         if !errors.is_empty() {
             self.out.lock().expect("walk lock").errors.extend(errors);
         }
-        // Each stat relative to the open directory: no path lookup from the root.
-        let mut subdirs: Vec<(String, std::fs::Metadata)> = subdirs
-            .into_iter()
-            .filter_map(|(n, entry)| match entry.metadata() {
-                Ok(meta) => Some((n, meta)),
-                Err(e) => {
-                    self.error(Error::io("stat", entry.path(), e));
-                    None
-                }
-            })
-            .collect();
-        subdirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        subdirs.sort_unstable();
         subdirs
             .par_iter()
-            .for_each(|(name, meta)| self.visit(dir.join(name), join(&rel, name), meta));
-        let names = subdirs.into_iter().map(|(n, _)| n).collect();
+            .for_each(|name| self.visit_child(&fd, &dir, &rel, name));
         self.out.lock().expect("walk lock").dirs.insert(
             rel,
             DirState {
                 mtime_ns,
-                subdirs: Some(names),
+                subdirs: Some(subdirs),
                 recent,
             },
         );
@@ -335,10 +379,17 @@ mod tests {
             std::fs::create_dir_all(r.join(d)).unwrap();
             std::fs::write(r.join(d).join(ID_FILE), header(i as u8)).unwrap();
         }
-        let mut first = find_runs(r);
-        // Pretend the first walk happened long ago, so its mtimes are trusted.
-        first.dirs.values_mut().for_each(|s| s.recent = false);
-        let again = walk(r, &first.dirs, |_| {});
+        let first = find_runs(r);
+        // Every directory's state, as if the first walk happened long ago (mtimes trusted).
+        let mut previous = first.dirs.clone();
+        previous.extend(
+            first
+                .runs
+                .iter()
+                .map(|f| (f.location.clone(), f.state.clone())),
+        );
+        previous.values_mut().for_each(|s| s.recent = false);
+        let again = walk(r, &previous, |_| {});
         assert_eq!(again.listed, 0);
         assert_eq!(again.runs.len(), 2);
         assert!(again.runs.iter().all(|r| r.header.is_none()));
@@ -346,7 +397,7 @@ mod tests {
         // A new run changes its parent's mtime: only that part is listed again.
         std::fs::create_dir_all(r.join("b/run3")).unwrap();
         std::fs::write(r.join("b/run3").join(ID_FILE), header(9)).unwrap();
-        let third = walk(r, &first.dirs, |_| {});
+        let third = walk(r, &previous, |_| {});
         assert_eq!(third.runs.len(), 3);
         let new = third.runs.iter().find(|x| x.location == "b/run3").unwrap();
         assert!(new.header.is_some());

@@ -97,11 +97,7 @@ pub(crate) fn open_checked(path: &Path, rec: &ResourceRecord) -> Result<File> {
             reason: "a shard must be a real directory, not a link".into(),
         });
     }
-    let file = crate::confine::open_regular(path)?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
+    let (file, len) = crate::confine::open_regular(path)?;
     if len != rec.size_bytes {
         return Err(mismatch(
             rec,

@@ -142,7 +142,7 @@ impl Remote for DirRemote {
                 return Ok(None);
             }
             Err(e) => return Err(e),
-            Ok(f) => f,
+            Ok((f, _)) => f,
         };
         let mut buf = vec![0u8; CHUNK];
         let mut done = 0u64;
@@ -160,7 +160,7 @@ impl Remote for DirRemote {
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        let f = crate::confine::open_regular(&path)?;
+        let (f, _) = crate::confine::open_regular(&path)?;
         let mut buf = vec![0u8; (range.end - range.start) as usize];
         f.read_exact_at(&mut buf, range.start)
             .map_err(|e| Error::io("read", &path, e))?;

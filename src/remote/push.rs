@@ -219,8 +219,7 @@ fn put_file(
     path: &Path,
     progress: Progress<'_>,
 ) -> Result<(u64, String, u64)> {
-    let f = crate::confine::open_regular(path)?;
-    let size = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let (f, size) = crate::confine::open_regular(path)?;
     if remote
         .content_addressed_above()
         .is_some_and(|max| size > max)
