@@ -10,7 +10,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
     ConcurrencyMode, Database, MultimapTableDefinition, ReadableDatabase, ReadableTable,
@@ -372,6 +372,10 @@ struct Lookups {
     taken: Instant,
 }
 
+/// What a point lookup runs before it takes a fresh snapshot (the store applies its inbox);
+/// returns whether nothing was left pending, so that the snapshot may be kept.
+pub(crate) type BeforeFresh<'a> = dyn Fn(&Index) -> Result<bool> + 'a;
+
 /// What every write to the index file changes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
@@ -381,10 +385,19 @@ struct FileStamp {
 
 impl FileStamp {
     fn of(file: &std::fs::File, path: &Path) -> Result<Self> {
-        let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        use rustix::fs::{AtFlags, StatxFlags};
+        // Only the two fields asked for: cheaper than a full `fstat`, once per point lookup.
+        let m = rustix::fs::statx(
+            file,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::MTIME | StatxFlags::SIZE,
+        )
+        .map_err(|e| Error::io("stat", path, e.into()))?;
         Ok(FileStamp {
-            modified: m.modified().map_err(|e| Error::io("stat", path, e))?,
-            len: m.len(),
+            modified: UNIX_EPOCH
+                + Duration::new(m.stx_mtime.tv_sec.max(0) as u64, m.stx_mtime.tv_nsec),
+            len: m.stx_size,
         })
     }
 }
@@ -690,16 +703,26 @@ impl Index {
     /// The snapshot for point lookups: the kept one while the file shows no commit since it was
     /// taken (see [`Lookups`]), else a fresh one, kept if its stamp is settled.
     fn lookups(&self) -> Result<Arc<Lookups>> {
+        self.lookups_with(&|_| Ok(true))
+    }
+
+    /// [`Index::lookups`], calling `before_fresh` before it takes a fresh snapshot (never when
+    /// it reuses the kept one); the snapshot is kept only if `before_fresh` returned true.
+    fn lookups_with(&self, before_fresh: &BeforeFresh<'_>) -> Result<Arc<Lookups>> {
         let now = FileStamp::of(&self.file, &self.path)?;
-        let mut kept = self.lookups.lock().expect("lookup lock");
-        if let Some(l) = kept.as_ref()
+        if let Some(l) = self.lookups.lock().expect("lookup lock").as_ref()
             && l.stamp == now
             && l.taken.elapsed() < SNAPSHOT_TTL
         {
             return Ok(l.clone());
         }
+        // Unlocked: `before_fresh` may write, and every write drops the kept snapshot.
+        let keep = before_fresh(self)?;
+        let mut kept = self.lookups.lock().expect("lookup lock");
         *kept = None;
         let wall = SystemTime::now();
+        // Read after `before_fresh`, so that a touch of the file by an inbox writer it did not
+        // see is either after this stamp or makes this stamp too recent to keep (FORMAT.md §5.1).
         let stamp = FileStamp::of(&self.file, &self.path)?;
         let txn = self
             .db
@@ -715,9 +738,10 @@ impl Index {
             stamp,
             taken: Instant::now(),
         });
-        if wall
-            .duration_since(stamp.modified)
-            .is_ok_and(|age| age > STAMP_SLACK)
+        if keep
+            && wall
+                .duration_since(stamp.modified)
+                .is_ok_and(|age| age > STAMP_SLACK)
         {
             *kept = Some(fresh.clone());
         }
@@ -726,7 +750,16 @@ impl Index {
 
     /// The record of `identity`.
     pub fn get(&self, identity: &Identity) -> Result<Option<RunRecord>> {
-        let l = self.lookups()?;
+        self.get_with(identity, &|_| Ok(true))
+    }
+
+    /// [`Index::get`], calling `before_fresh` if it cannot reuse the kept snapshot.
+    pub(crate) fn get_with(
+        &self,
+        identity: &Identity,
+        before_fresh: &BeforeFresh<'_>,
+    ) -> Result<Option<RunRecord>> {
+        let l = self.lookups_with(before_fresh)?;
         match l
             .runs
             .get(identity.as_bytes())
@@ -739,7 +772,16 @@ impl Index {
 
     /// The current identity of a run re-keyed away from `old`.
     pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
-        let l = self.lookups()?;
+        self.alias_with(old, &|_| Ok(true))
+    }
+
+    /// [`Index::alias`], calling `before_fresh` if it cannot reuse the kept snapshot.
+    pub(crate) fn alias_with(
+        &self,
+        old: &Identity,
+        before_fresh: &BeforeFresh<'_>,
+    ) -> Result<Option<Identity>> {
+        let l = self.lookups_with(before_fresh)?;
         Ok(l.aliases
             .get(old.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?

@@ -145,22 +145,49 @@ impl Store {
     /// The index, if it can be had within the timeout. The first time it arrives it is rebuilt
     /// if it was missing, corrupt or of another schema version, and the inbox is applied.
     fn try_index(&self) -> Result<Option<&Index>> {
+        let index = self.try_index_for_lookups()?;
+        if let Some(index) = index {
+            self.drain_inbox(index)?;
+        }
+        Ok(index)
+    }
+
+    /// [`Store::try_index`] for point lookups ([`Store::lookup`]), which apply the inbox only
+    /// when they cannot reuse the index's kept snapshot.
+    fn try_index_for_lookups(&self) -> Result<Option<&Index>> {
         let Some((index, opened)) = self.index.get()? else {
             return Ok(None);
         };
         if opened != Opened::Current {
             reindex::reindex(&self.root, index, false, &|_| {})?;
         }
-        self.drain_inbox(index)?;
         Ok(Some(index))
     }
 
     /// The index, or [`Error::IndexBusy`] if another process keeps it busy past the timeout.
     pub(crate) fn index(&self) -> Result<&Index> {
-        self.try_index()?.ok_or_else(|| Error::IndexBusy {
+        self.try_index()?.ok_or_else(|| self.busy())
+    }
+
+    fn busy(&self) -> Error {
+        Error::IndexBusy {
             path: self.index.path().to_path_buf(),
             waited: self.index_timeout(),
-        })
+        }
+    }
+
+    /// The record of `identity` (or of the run re-keyed away from it) in `index`. The inbox is
+    /// applied only when the lookup cannot reuse the kept snapshot: every inbox writer touches
+    /// the index file, which makes the kept snapshot stale (FORMAT.md §5.1).
+    pub(crate) fn lookup(&self, index: &Index, identity: &Identity) -> Result<Option<RunRecord>> {
+        let drain = |index: &Index| self.drain_inbox(index);
+        match index.get_with(identity, &drain)? {
+            Some(rec) => Ok(Some(rec)),
+            None => match index.alias_with(identity, &drain)? {
+                Some(current) => index.get_with(&current, &drain),
+                None => Ok(None),
+            },
+        }
     }
 
     fn index_timeout(&self) -> Duration {
@@ -185,9 +212,9 @@ impl Store {
     /// processes race on one identity, exactly one directory results and both return it.
     pub fn get_or_create(&self, model: &Model) -> Result<Run> {
         let identity = model.identity()?;
-        let index = self.try_index()?;
+        let index = self.try_index_for_lookups()?;
         if let Some(index) = index
-            && let Some(rec) = lookup(index, &identity)?
+            && let Some(rec) = self.lookup(index, &identity)?
             && let Some(run) = self.load(Path::new(&rec.location), Some(rec.identity))?
         {
             return Ok(run);
@@ -280,18 +307,33 @@ impl Store {
         let rec = RunRecord::from_header(&run.header, location_str(&run.location)?)?;
         let written = match index {
             Some(index) => index.write(|txn| index.put(txn, &rec, 0)),
-            None => Err(Error::IndexBusy {
-                path: self.index.path().to_path_buf(),
-                waited: self.index_timeout(),
-            }),
+            None => Err(self.busy()),
         };
         match written {
             Ok(()) => Ok(()),
-            Err(Error::IndexBusy { .. }) => durable::replace_file(
-                &self.inbox().join(run.identity.to_hex()),
-                rec.location.as_bytes(),
-            ),
+            Err(Error::IndexBusy { .. }) => {
+                durable::replace_file(
+                    &self.inbox().join(run.identity.to_hex()),
+                    rec.location.as_bytes(),
+                )?;
+                self.touch_index()
+            }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the index file's modification time to now, after an inbox entry is durable: every
+    /// process's kept lookup snapshot becomes stale, so its next lookup applies the inbox
+    /// (FORMAT.md §5.1). Not even opening the index is needed; without a file there is no
+    /// snapshot to make stale.
+    fn touch_index(&self) -> Result<()> {
+        let path = self.index.path();
+        match fs::OpenOptions::new().write(true).open(path) {
+            Ok(f) => f
+                .set_modified(std::time::SystemTime::now())
+                .map_err(|e| Error::io("touch", path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("touch", path, e)),
         }
     }
 
@@ -299,8 +341,9 @@ impl Store {
         self.root.join(META_DIR).join(INBOX_DIR)
     }
 
-    /// Applies inbox entries left by processes that could not get the index in time.
-    fn drain_inbox(&self, index: &Index) -> Result<()> {
+    /// Applies inbox entries left by processes that could not get the index in time; false when
+    /// some are left because the index stayed busy.
+    fn drain_inbox(&self, index: &Index) -> Result<bool> {
         let dir = self.inbox();
         // Through the handle opened with the store: an `fstat`, no path lookup per access.
         let mtime = self
@@ -314,7 +357,7 @@ impl Store {
             .is_ok_and(|age| age > Duration::from_secs(2));
         let mut seen = self.inbox_seen_empty.lock().expect("inbox lock");
         if settled && *seen == Some(mtime) {
-            return Ok(());
+            return Ok(true);
         }
         let mut entries = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
@@ -329,7 +372,7 @@ impl Store {
         }
         if entries.is_empty() {
             *seen = settled.then_some(mtime);
-            return Ok(());
+            return Ok(true);
         }
         *seen = None;
         let mut records = Vec::new();
@@ -341,13 +384,14 @@ impl Store {
         }
         match index.write(|txn| records.iter().try_for_each(|r| index.put(txn, r, 0))) {
             Ok(()) => {}
-            Err(Error::IndexBusy { .. }) => return Ok(()),
+            Err(Error::IndexBusy { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
         for (path, _, _) in &entries {
             let _ = fs::remove_file(path);
         }
-        durable::sync_dir(&dir)
+        durable::sync_dir(&dir)?;
+        Ok(true)
     }
 
     /// The run at `location` (relative to the root), if there is one. With `expected`, a header
@@ -414,7 +458,8 @@ impl Store {
     /// The run with this identity, through the index.
     /// A re-keyed run is found by any of its earlier identities too.
     pub fn get(&self, identity: &Identity) -> Result<Option<Run>> {
-        match lookup(self.index()?, identity)? {
+        let index = self.try_index_for_lookups()?.ok_or_else(|| self.busy())?;
+        match self.lookup(index, identity)? {
             Some(rec) => self.load(Path::new(&rec.location), Some(rec.identity)),
             None => Ok(None),
         }
@@ -442,10 +487,11 @@ impl Store {
     /// The index record named by a full identity or a unique prefix (earlier identities of
     /// re-keyed runs included).
     pub fn record_of(&self, reference: &str) -> Result<Option<RunRecord>> {
-        let index = self.index()?;
         if let Ok(identity) = reference.parse::<Identity>() {
-            return lookup(index, &identity);
+            let index = self.try_index_for_lookups()?.ok_or_else(|| self.busy())?;
+            return self.lookup(index, &identity);
         }
+        let index = self.index()?;
         let prefix = Prefix::parse(reference)?;
         let mut hits = index.with_prefix(&prefix, 2)?;
         if hits.is_empty() {
@@ -513,17 +559,6 @@ impl Store {
     /// Counts per module and state, and the index size.
     pub fn stats(&self) -> Result<IndexStats> {
         self.index()?.stats()
-    }
-}
-
-/// The record of `identity`, or of the run re-keyed away from it.
-pub(crate) fn lookup(index: &Index, identity: &Identity) -> Result<Option<RunRecord>> {
-    match index.get(identity)? {
-        Some(rec) => Ok(Some(rec)),
-        None => match index.alias(identity)? {
-            Some(current) => index.get(&current),
-            None => Ok(None),
-        },
     }
 }
 
@@ -652,6 +687,30 @@ fn default_creator() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_lookup_snapshot_does_not_hide_a_later_inbox_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A settled index file: the first lookup keeps its snapshot.
+        fs::File::options()
+            .write(true)
+            .open(store.index.path())
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        let model = Model::new("late");
+        let identity = model.identity().unwrap();
+        assert!(store.record_of(&identity.to_hex()).unwrap().is_none());
+        // A run recorded in the inbox, as by a process that found the index busy.
+        let location = Store::placement("late", &identity).unwrap();
+        let run = store.materialize(&model, identity, location).unwrap();
+        store.record(None, &run).unwrap();
+        assert_eq!(fs::read_dir(store.inbox()).unwrap().count(), 1);
+        let rec = store.record_of(&identity.to_hex()).unwrap();
+        assert_eq!(rec.map(|r| r.identity), Some(identity));
+        assert_eq!(fs::read_dir(store.inbox()).unwrap().count(), 0);
+    }
 
     #[test]
     fn module_dirs_are_single_safe_components() {

@@ -347,7 +347,8 @@ impl Store {
         // A run the index has (evicted) keeps its resources in the index: one it lacks was
         // deleted after the push and stays deleted, record and bytes. A remote-only run's
         // resources come from the copy.
-        let remote_only = crate::store::lookup(index, &m.identity)?
+        let remote_only = self
+            .lookup(index, &m.identity)?
             .is_none_or(|r| r.state == Availability::Remote);
         if !remote_only {
             for id in pushed.keys() {

@@ -260,7 +260,7 @@ impl Store {
     /// Fetches run `identity` when the index has it `evicted` or `remote` and on-demand
     /// fetching is on; an [`Error::NotLocal`] naming the run when it is off.
     pub(crate) fn make_local(&self, identity: &Identity) -> Result<()> {
-        let Some(rec) = crate::store::lookup(self.index()?, identity)? else {
+        let Some(rec) = self.lookup(self.index()?, identity)? else {
             return Ok(());
         };
         if rec.state == Availability::Local {
