@@ -489,8 +489,7 @@ enum Goal {
 }
 
 /// Full reindex at `fx.ids.len()` runs: a fresh index (delete, `Store::open`) and the reconcile
-/// path (`reindex(false)` on a full index), beside a raw walk and `find_runs`, plus the phases
-/// of a rebuild measured separately.
+/// path (`reindex(false)` on a full index), beside a raw walk and `find_runs`.
 /// Returns the index file's size right after the last fresh rebuild.
 fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) -> u64 {
     let n = fx.ids.len();
@@ -618,70 +617,7 @@ fn bench_reindex(table: &mut Table, fx: &Fixture, passes: usize, goal: Goal) -> 
             None,
         );
     }
-    phases(table, fx, fresh);
     fresh_bytes
-}
-
-/// The phases of a full rebuild, each timed on its own: walk + strict parse (`find_runs`),
-/// record building, sort, serial encoding, and a redb bulk load of the runs table alone.
-fn phases(table: &mut Table, fx: &Fixture, rebuild: Duration) {
-    let n = fx.ids.len();
-    let t = Instant::now();
-    let w = cairn::walk::find_runs(&fx.root);
-    let walk = t.elapsed();
-    let t = Instant::now();
-    let mut recs: Vec<RunRecord> = w
-        .runs
-        .into_par_iter()
-        .map(|f| RunRecord::from_header(&f.header.expect("header"), f.location).expect("record"))
-        .collect();
-    let build = t.elapsed();
-    let t = Instant::now();
-    recs.sort_unstable_by_key(|r| r.identity);
-    let sort = t.elapsed();
-    let t = Instant::now();
-    let pairs: Vec<([u8; 32], Vec<u8>)> = recs
-        .iter()
-        .map(|r| (*r.identity.as_bytes(), r.encode()))
-        .collect();
-    let encode = t.elapsed();
-    drop(recs);
-    let raw = RawDb::build(
-        fx.root.with_extension("phase.redb"),
-        &pairs,
-        ConcurrencyMode::MultiWriter,
-    );
-    let load = raw.load;
-    drop(raw);
-    let _ = fs::remove_file(fx.root.with_extension("phase.redb"));
-    let sum = walk + build + sort + encode + load;
-    println!(
-        "  rebuild phases, measured apart: find_runs {} + RunRecord::from_header (parallel) {} + sort {} \
-         + encode (serial) {} + redb load of runs table {} = {} (rebuild: {}; rest = locations, \
-         modules, dirs tables, commit)",
-        dur(walk),
-        dur(build),
-        dur(sort),
-        dur(encode),
-        dur(load),
-        dur(sum),
-        dur(rebuild)
-    );
-    let of = |d: Duration| {
-        format!(
-            "{:.0}% of rebuild",
-            100.0 * d.as_secs_f64() / rebuild.as_secs_f64()
-        )
-    };
-    for (name, d) in [
-        ("  phase: walk + read + strict parse (find_runs)", walk),
-        ("  phase: RunRecord::from_header (parallel)", build),
-        ("  phase: sort records by identity", sort),
-        ("  phase: encode records (serial)", encode),
-        ("  phase: redb bulk load, runs table only (raw)", load),
-    ] {
-        table.add(name, n, dur(d), "-".into(), of(d), "-", None);
-    }
 }
 
 /// Lookups, `get_or_create` of existing runs and `find`, at `fx.ids.len()` runs.

@@ -1112,6 +1112,7 @@ impl Index {
         records: &[(RunRecord, Vec<u8>, u64)],
         dirs: &[(String, u64, String)],
     ) -> Result<()> {
+        use rayon::slice::ParallelSliceMut;
         let p = &self.path;
         clear_tables(txn, p)?;
         {
@@ -1131,7 +1132,7 @@ impl Index {
                 .iter()
                 .map(|(r, _, m)| (r.location.as_str(), *r.identity.as_bytes(), *m))
                 .collect();
-            by_loc.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            by_loc.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
             let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
             let mut cursor = locs
                 .upper_bound_mut(Bound::<&str>::Unbounded)

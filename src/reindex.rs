@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use rayon::slice::ParallelSliceMut;
+
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::index::{Availability, Index, RunRecord};
@@ -190,7 +192,7 @@ pub(crate) fn reindex(
         .zip(&seen)
         .map(|(i, s)| (s.identity, !s.indexed, i))
         .collect();
-    order.sort_unstable();
+    order.par_sort_unstable();
     let mut slots: Vec<Option<Seen>> = seen.into_iter().map(Some).collect();
     let mut kept: Vec<Seen> = Vec::with_capacity(slots.len());
     for (.., i) in order {
@@ -295,7 +297,7 @@ pub(crate) fn reindex(
             let encoded = rec.encode();
             (rec, encoded, 0)
         }));
-        all.sort_unstable_by_key(|(rec, ..)| rec.identity);
+        all.par_sort_unstable_by_key(|(rec, ..)| rec.identity);
         index.write(|txn| index.replace_all(txn, &all, &dirs))?;
     } else if !(gone.is_empty() && changed.is_empty() && stamps_only.is_empty() && !dirs_changed) {
         // Only what changed is written.

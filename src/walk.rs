@@ -132,7 +132,7 @@ pub(crate) fn walk_with<H: Send>(
     }
     let mut walk = out.into_inner().expect("walk lock");
     walk.runs
-        .sort_unstable_by(|a, b| a.location.cmp(&b.location));
+        .par_sort_unstable_by(|a, b| a.location.cmp(&b.location));
     walk
 }
 
