@@ -66,12 +66,24 @@ impl FromStr for Identity {
         if s.len() != 64 {
             return Err(invalid("an identity is 64 hex characters"));
         }
-        if !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(invalid("an identity is lowercase hex"));
-        }
+        // One pass: every point lookup by a full identity starts here.
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|_| invalid("not hex"))?;
+        for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            let (Some(hi), Some(lo)) = (lower_hex(pair[0]), lower_hex(pair[1])) else {
+                return Err(invalid("an identity is lowercase hex"));
+            };
+            *byte = hi << 4 | lo;
+        }
         Ok(Identity(out))
+    }
+}
+
+/// The value of a lowercase hex digit.
+fn lower_hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
     }
 }
 
