@@ -410,6 +410,114 @@ impl Drop for ResourceWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Model;
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn store(dir: &Path, backend: Backend) -> (Store, crate::Run) {
+        let store = Store::builder(dir)
+            .ignore_artifact_env()
+            .artifact_backend(backend)
+            .open()
+            .unwrap();
+        let model = Model::new("w").with_config(&serde_json::json!({})).unwrap();
+        let run = store.get_or_create(&model).unwrap();
+        (store, run)
+    }
+
+    /// Small pieces (buffered), slices of a chunk or more (straight to the file, hashed while
+    /// written), pieces that top up a partly filled buffer and pieces past a writeback step, in
+    /// one stream: the bytes and the sha256 are those of the concatenation, on both backends.
+    #[test]
+    fn buffered_and_direct_pieces_keep_their_order_and_hash() {
+        let step = WRITEBACK_STEP as usize;
+        let lens = [
+            CHUNK,
+            5,
+            CHUNK,
+            CHUNK - 1,
+            1,
+            step + 7,
+            0,
+            PARALLEL_MIN,
+            PARALLEL_MIN - 1,
+            2 * CHUNK + 1,
+            3,
+        ];
+        for backend in [Backend::Filesystem, Backend::Inline] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, run) = store(dir.path(), backend);
+            let mut all = Vec::new();
+            let mut w = store.resource_writer(&run, "mixed").unwrap();
+            for (i, len) in lens.into_iter().enumerate() {
+                let piece = bytes(len, i as u64);
+                w.write_all(&piece).unwrap();
+                all.extend_from_slice(&piece);
+                assert_eq!(w.written(), all.len() as u64);
+            }
+            let rec = w.commit().unwrap();
+            assert_eq!(rec.size_bytes, all.len() as u64);
+            assert_eq!(rec.content_hash, sha256_hex(&all));
+            assert!(*store.read_resource_data(rec.id).unwrap() == all[..]);
+        }
+    }
+
+    /// The writeback hints cover the file from its start in contiguous ranges of at least a
+    /// step, whatever the sizes of the pieces appended, and leave less than a step unhinted.
+    #[test]
+    fn writeback_hints_cover_each_completed_step_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = create_new(&path).unwrap();
+        let step = WRITEBACK_STEP as usize;
+        let mut hints = Vec::new();
+        let (mut size, mut written_back) = (0u64, 0u64);
+        for len in [step - 1, 1, 3, 2 * step + 5, 7, step, 0, step / 2] {
+            let piece = vec![7u8; len];
+            append(&f, &path, &piece, size, &mut written_back, |o, l| {
+                hints.push((o, l))
+            })
+            .unwrap();
+            size += len as u64;
+        }
+        assert_eq!(f.metadata().unwrap().len(), size);
+        let mut next = 0;
+        for &(o, l) in &hints {
+            assert_eq!(o, next, "{hints:?}");
+            assert!(l >= WRITEBACK_STEP, "{hints:?}");
+            next = o + l;
+        }
+        assert_eq!(next, written_back);
+        assert!(size - written_back < WRITEBACK_STEP, "{hints:?}");
+    }
+
+    /// More than [`INLINE_LIMIT`] bytes in one slice to the inline backend are refused before
+    /// anything is written; the writer stays failed and records nothing.
+    #[test]
+    fn an_inline_slice_past_the_limit_is_refused_and_fails_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run) = store(dir.path(), Backend::Inline);
+        let mut w = store.resource_writer(&run, "big").unwrap();
+        w.write_all(b"head").unwrap();
+        let big = vec![0u8; INLINE_LIMIT as usize];
+        // The buffer is topped up and written; the rest, a direct slice, crosses the limit.
+        let err = w.write_all(&big).unwrap_err();
+        assert_eq!(w.written(), CHUNK as u64);
+        assert!(err.to_string().contains("<spool>"), "{err}");
+        assert!(w.write(b"x").is_err());
+        assert!(w.commit().is_err());
+        assert!(store.list_resources(&run.identity()).unwrap().is_empty());
+    }
 
     #[test]
     fn sha256_known_answers() {
