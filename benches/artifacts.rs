@@ -1,8 +1,9 @@
 //! Artifact benchmarks, each beside a baseline measured in the same run (FORMAT.md §7,
 //! BENCHMARKS.md §7):
 //! 1. a large artifact written durably with its sha256 vs `write()` + `fdatasync`, no hashing
-//!    (same bytes, same 1 MiB pieces, same file system), passes interleaved in rotating order;
-//!    for the record also the baseline with cairn's writeback hint;
+//!    (same bytes, same 1 MiB pieces, same file system), passes interleaved in rotating order,
+//!    each contender started after `sync` and a short pause; for the record also the baseline
+//!    with cairn's writeback hint;
 //! 2. reading it back verified vs sha256 over an mmap of the file; unverified vs a raw `read()`
 //!    into a page-aligned buffer (and, for the record, into a plain `Vec`);
 //! 3. 10,000 artifacts of 4 KiB, inline and filesystem: create and read ops/s, beside cacache's
