@@ -21,8 +21,8 @@ use crate::store::Store;
 
 /// Bytes per buffered write and per read chunk; caller slices at least this long skip the buffer.
 pub(crate) const CHUNK: usize = 1 << 20;
-/// Pieces shorter than this are hashed and written one after the other on the caller's thread:
-/// handing the write to a worker costs more than it overlaps.
+/// Pieces shorter than this (only the last, partial buffer of a stream) are hashed and written
+/// one after the other on the caller's thread, without waking a worker.
 const PARALLEL_MIN: usize = 128 << 10;
 /// Bytes of a staging file after which the writer asks the kernel to start writing them back
 /// (FORMAT.md §7.5): the disk works while the rest streams in, and the final fsync is short.
@@ -128,8 +128,8 @@ struct Sink {
     file: File,
     /// The file's path, for errors (`<spool>` for the unlinked inline spool).
     path: PathBuf,
-    /// Whether to start writeback as the file grows (the staging file; the spool is never
-    /// fsynced, so writing it back would be wasted I/O).
+    /// Whether to start writeback as the file grows (the staging file, on Linux; the spool is
+    /// never fsynced, so writing it back would be wasted I/O).
     hint: bool,
     /// Started at the first full [`WRITEBACK_STEP`] of a staging file.
     writeback: Option<durable::BackgroundWriteback>,
@@ -268,7 +268,7 @@ impl<'s> ResourceWriter<'s> {
         let sink = Sink {
             file,
             path: tmp.clone().unwrap_or_else(|| PathBuf::from("<spool>")),
-            hint: backend == Backend::Filesystem,
+            hint: cfg!(target_os = "linux") && backend == Backend::Filesystem,
             writeback: None,
             hasher: Sha256::new(),
             size: 0,
