@@ -1,8 +1,9 @@
 //! Artifact benchmarks, each beside a baseline measured in the same run (FORMAT.md §7,
 //! BENCHMARKS.md §7):
 //! 1. a large artifact written durably with its sha256 vs `write()` + `fdatasync`, no hashing
-//!    (same bytes, same 1 MiB pieces, same file system), passes interleaved in rotating order;
-//!    for the record also the baseline with cairn's writeback hint;
+//!    (same bytes, same 1 MiB pieces, same file system), passes interleaved in rotating order,
+//!    each contender started after `sync` and a short pause; for the record also the baseline
+//!    with cairn's writeback hint;
 //! 2. reading it back verified vs sha256 over an mmap of the file; unverified vs a raw `read()`
 //!    into a page-aligned buffer (and, for the record, into a plain `Vec`);
 //! 3. 10,000 artifacts of 4 KiB, inline and filesystem: create and read ops/s, beside cacache's
@@ -84,7 +85,6 @@ fn sha256_mmap(path: &Path) -> String {
 /// Same bytes, same 1 MiB pieces, same file system as cairn's writer: `write()` then `fdatasync`,
 /// no hashing; with `hint`, also cairn's writeback hint every 8 MiB.
 fn plain_write(path: &Path, bytes: &[u8], hint: bool) -> Duration {
-    let _ = std::fs::remove_file(path);
     let t = Instant::now();
     let mut f = File::create(path).unwrap();
     let mut started = 0;
@@ -143,11 +143,20 @@ fn large_write(store: &Store, dir: &Path, bytes: &[u8], passes: usize) -> uuid::
     for pass in 0..passes {
         for k in 0..4 {
             let who = (pass + k) % 4;
-            if who == 2
-                && let Some(old) = id.take()
-            {
-                store.delete_resource(old).unwrap();
+            // Each contender starts from the same disk state: what an earlier pass wrote or
+            // deleted is on disk and the journal quiet (untimed).
+            match who {
+                0 | 1 => {
+                    let _ = std::fs::remove_file(&base_path);
+                }
+                2 => {
+                    if let Some(old) = id.take() {
+                        store.delete_resource(old).unwrap();
+                    }
+                }
+                _ => {}
             }
+            settle();
             let before = cpu_secs();
             match who {
                 0 => t[0].push(plain_write(&base_path, bytes, false)),
@@ -209,6 +218,13 @@ fn large_write(store: &Store, dir: &Path, bytes: &[u8], passes: usize) -> uuid::
         per(cpu[3])
     );
     id.unwrap()
+}
+
+/// `sync(1)`, then a short pause: the writeback and journal commits of earlier passes (the
+/// delete of a 1 GiB file included) finish before the next contender's clock starts.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// CPU time of this process so far (all threads, user + system; Linux, else 0).

@@ -146,6 +146,65 @@ pub(crate) fn start_writeback(f: &File, offset: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn start_writeback(_f: &File, _offset: u64, _len: u64) {}
 
+/// [`start_writeback`] on a helper thread: `sync_file_range` submits the pages itself and
+/// blocks while the device queue is full, so a writer that also hashes hands the hints here and
+/// keeps streaming at memory speed while the disk stays busy. Ranges that queue up while a call
+/// blocks are merged into one. Dropping it waits for the call in progress, if any.
+pub(crate) struct BackgroundWriteback {
+    tx: Option<std::sync::mpsc::Sender<(u64, u64)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundWriteback {
+    /// A helper thread starting the writeback of ranges of `f` (its own handle to the file).
+    pub(crate) fn new(f: &File, path: &Path) -> Result<Self> {
+        let f = f
+            .try_clone()
+            .map_err(|e| Error::io("duplicate handle", path, e))?;
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+        let thread = std::thread::Builder::new()
+            .name("cairn-writeback".into())
+            .spawn(move || {
+                while let Ok((mut lo, len)) = rx.recv() {
+                    let mut hi = lo + len;
+                    for (o, l) in rx.try_iter() {
+                        lo = lo.min(o);
+                        hi = hi.max(o + l);
+                    }
+                    start_writeback(&f, lo, hi - lo);
+                }
+            })
+            .map_err(|e| Error::io("start writeback thread", path, e))?;
+        Ok(BackgroundWriteback {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues the writeback of `offset..offset + len`; returns at once.
+    pub(crate) fn start(&self, offset: u64, len: u64) {
+        if let Some(tx) = &self.tx {
+            // The thread only ends once `tx` is dropped, so the send cannot fail.
+            let _ = tx.send((offset, len));
+        }
+    }
+}
+
+impl Drop for BackgroundWriteback {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for BackgroundWriteback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackgroundWriteback")
+    }
+}
+
 /// Named failpoints for crash and fault tests (feature `failpoints`).
 ///
 /// `CAIRN_FAILPOINTS="name=action,..."` where action is `error` (return an injected I/O error),

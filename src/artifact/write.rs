@@ -1,13 +1,12 @@
 //! Writing resource bytes durably: a file in the staging directory, fsynced, renamed into its
 //! shard and the shard fsynced (filesystem), or a spool file copied into the index (inline).
-//! The sha256 is computed while the bytes stream through, on a helper thread, so hashing
-//! overlaps the writes (FORMAT.md §7.5).
+//! The sha256 is computed while the bytes stream through: the caller's thread hashes each
+//! large piece while a rayon worker `write()`s the same piece, so hashing overlaps the writes
+//! without copying the caller's bytes (FORMAT.md §7.5).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -20,10 +19,11 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::store::Store;
 
-/// Bytes per write and per hashed chunk.
+/// Bytes per buffered write and per read chunk; caller slices at least this long skip the buffer.
 pub(crate) const CHUNK: usize = 1 << 20;
-/// Buffers in flight between the writer and the hashing thread.
-const BUFFERS: usize = 4;
+/// Pieces shorter than this (only the last, partial buffer of a stream) are hashed and written
+/// one after the other on the caller's thread, without waking a worker.
+const PARALLEL_MIN: usize = 128 << 10;
 /// Bytes of a staging file after which the writer asks the kernel to start writing them back
 /// (FORMAT.md §7.5): the disk works while the rest streams in, and the final fsync is short.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -74,18 +74,12 @@ pub(crate) enum Payload<'a> {
 pub(crate) fn write_file(root: &Path, file_id: Uuid, bytes: &[u8]) -> Result<PathBuf> {
     let tmp = staging_path(root, file_id)?;
     let result = (|| {
-        let mut f = create_new(&tmp)?;
-        failpoint("artifact.write")?;
+        let f = create_new(&tmp)?;
         // Writeback of each full step starts while the next is written (a hint, as in the
         // streaming writer); the fsync below is what makes the file durable.
-        let step = WRITEBACK_STEP as usize;
-        for (i, piece) in bytes.chunks(step).enumerate() {
-            f.write_all(piece)
-                .map_err(|e| Error::io("write", &tmp, e))?;
-            if piece.len() == step {
-                durable::start_writeback(&f, (i * step) as u64, step as u64);
-            }
-        }
+        append(&f, &tmp, bytes, 0, &mut 0, |o, l| {
+            durable::start_writeback(&f, o, l);
+        })?;
         durable::sync_file(&f, &tmp)?;
         publish(root, &tmp, file_id)
     })();
@@ -129,66 +123,87 @@ pub(crate) fn rename_into_shard(root: &Path, tmp: &Path, file_id: Uuid) -> Resul
     Ok(dest)
 }
 
-/// sha256 on a helper thread, fed whole buffers; empties come back for reuse.
-struct HashPipe {
-    tx: Option<mpsc::SyncSender<(AlignedBuf, usize)>>,
-    spare: mpsc::Receiver<AlignedBuf>,
-    thread: Option<JoinHandle<String>>,
-    made: usize,
+/// Where a streaming writer's bytes go: the file, their running sha256 and size.
+struct Sink {
+    file: File,
+    /// The file's path, for errors (`<spool>` for the unlinked inline spool).
+    path: PathBuf,
+    /// Whether to start writeback as the file grows (the staging file, on Linux; the spool is
+    /// never fsynced, so writing it back would be wasted I/O).
+    hint: bool,
+    /// Started at the first full [`WRITEBACK_STEP`] of a staging file.
+    writeback: Option<durable::BackgroundWriteback>,
+    hasher: Sha256,
+    size: u64,
+    /// Bytes of the file whose writeback has been started.
+    written_back: u64,
 }
 
-impl HashPipe {
-    fn new() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<(AlignedBuf, usize)>(BUFFERS);
-        let (back, spare) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            for (buf, n) in rx {
-                h.update(&buf[..n]);
-                let _ = back.send(buf);
-            }
-            hex::encode(h.finalize())
-        });
-        HashPipe {
-            tx: Some(tx),
-            spare,
-            thread: Some(thread),
-            made: 0,
+impl Sink {
+    /// Appends `data` and hashes it; for a piece of at least [`PARALLEL_MIN`] bytes the
+    /// `write()`s run on a rayon worker while this thread hashes, and both end before return
+    /// (a scope), so the caller's slice is never copied nor kept.
+    fn absorb(&mut self, data: &[u8]) -> Result<()> {
+        if self.hint && self.writeback.is_none() && self.size + data.len() as u64 >= WRITEBACK_STEP
+        {
+            self.writeback = Some(durable::BackgroundWriteback::new(&self.file, &self.path)?);
         }
-    }
-
-    fn buffer(&mut self) -> AlignedBuf {
-        if let Ok(b) = self.spare.try_recv() {
-            return b;
+        let Sink {
+            file,
+            path,
+            hasher,
+            size,
+            written_back,
+            writeback,
+            ..
+        } = self;
+        let mut write = || {
+            append(file, path, data, *size, written_back, |o, l| {
+                if let Some(w) = writeback.as_ref() {
+                    w.start(o, l);
+                }
+            })
+        };
+        let result = if data.len() < PARALLEL_MIN {
+            hasher.update(data);
+            write()
+        } else {
+            let mut result = Ok(());
+            rayon::in_place_scope(|s| {
+                s.spawn(|_| result = write());
+                hasher.update(data);
+            });
+            result
+        };
+        if result.is_ok() {
+            *size += data.len() as u64;
         }
-        if self.made < BUFFERS {
-            self.made += 1;
-            return AlignedBuf::zeroed(CHUNK);
-        }
-        self.spare
-            .recv()
-            .expect("the hashing thread returns buffers")
-    }
-
-    fn submit(&mut self, buf: AlignedBuf, n: usize) {
-        let tx = self.tx.as_ref().expect("open until finished");
-        tx.send((buf, n)).expect("the hashing thread runs");
-    }
-
-    fn finish(mut self) -> String {
-        self.tx = None;
-        let thread = self.thread.take().expect("finished once");
-        thread.join().expect("the hashing thread does not panic")
+        result
     }
 }
 
-impl Drop for HashPipe {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// Writes `data` at the end of `file` (`at` bytes long) and calls `start_writeback(offset, len)`
+/// for each [`WRITEBACK_STEP`] completed since `written_back` (advanced accordingly).
+fn append(
+    mut file: &File,
+    path: &Path,
+    data: &[u8],
+    at: u64,
+    written_back: &mut u64,
+    mut start_writeback: impl FnMut(u64, u64),
+) -> Result<()> {
+    failpoint("artifact.write")?;
+    let mut end = at;
+    for piece in data.chunks(WRITEBACK_STEP as usize) {
+        file.write_all(piece)
+            .map_err(|e| Error::io("write", path, e))?;
+        end += piece.len() as u64;
+        if end - *written_back >= WRITEBACK_STEP {
+            start_writeback(*written_back, end - *written_back);
+            *written_back = end;
         }
     }
+    Ok(())
 }
 
 /// A streaming writer of a resource's bytes (`impl Write`); nothing is recorded until
@@ -201,15 +216,12 @@ pub struct ResourceWriter<'s> {
     backend: Backend,
     file_id: Uuid,
     root: PathBuf,
-    file: File,
+    sink: Sink,
     /// The staging file of the filesystem backend, removed on drop until published.
     tmp: Option<PathBuf>,
+    /// Small writes gather here until [`CHUNK`] bytes; `filled` of them are pending.
     buf: AlignedBuf,
     filled: usize,
-    pipe: Option<HashPipe>,
-    size: u64,
-    /// Bytes of the staging file whose writeback has been started.
-    writeback: u64,
     failed: bool,
 }
 
@@ -218,7 +230,7 @@ impl std::fmt::Debug for ResourceWriter<'_> {
         f.debug_struct("ResourceWriter")
             .field("backend", &self.backend)
             .field("file_id", &self.file_id)
-            .field("size", &self.size)
+            .field("size", &self.sink.size)
             .finish()
     }
 }
@@ -253,20 +265,25 @@ impl<'s> ResourceWriter<'s> {
             }
             Backend::Remote => unreachable!("the configuration refuses remote for new bytes"),
         };
-        let mut pipe = HashPipe::new();
+        let sink = Sink {
+            file,
+            path: tmp.clone().unwrap_or_else(|| PathBuf::from("<spool>")),
+            hint: cfg!(target_os = "linux") && backend == Backend::Filesystem,
+            writeback: None,
+            hasher: Sha256::new(),
+            size: 0,
+            written_back: 0,
+        };
         Ok(ResourceWriter {
             store,
             plan: Some(plan),
             backend,
             file_id,
             root,
-            file,
+            sink,
             tmp,
-            buf: pipe.buffer(),
+            buf: AlignedBuf::zeroed(CHUNK),
             filled: 0,
-            pipe: Some(pipe),
-            size: 0,
-            writeback: 0,
             failed: false,
         })
     }
@@ -281,40 +298,32 @@ impl<'s> ResourceWriter<'s> {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.size + self.filled as u64
+        self.sink.size + self.filled as u64
     }
 
+    /// Hashes and appends `data` (the buffer's pending bytes or a caller's slice), refusing
+    /// inline bytes past [`INLINE_LIMIT`]; an error fails the writer for good.
+    fn absorb(sink: &mut Sink, backend: Backend, failed: &mut bool, data: &[u8]) -> Result<()> {
+        let size = sink.size + data.len() as u64;
+        let result = if backend == Backend::Inline && size > INLINE_LIMIT {
+            Err(Error::TooLarge {
+                path: sink.path.clone(),
+                size,
+                limit: INLINE_LIMIT,
+            })
+        } else {
+            sink.absorb(data)
+        };
+        *failed |= result.is_err();
+        result
+    }
+
+    /// Writes out the buffered bytes.
     fn flush_chunk(&mut self) -> Result<()> {
-        if self.filled == 0 {
-            return Ok(());
-        }
-        let path = self.tmp.clone().unwrap_or_else(|| PathBuf::from("<spool>"));
-        let result = (|| {
-            if self.backend == Backend::Inline && self.written() > INLINE_LIMIT {
-                return Err(Error::TooLarge {
-                    path: path.clone(),
-                    size: self.written(),
-                    limit: INLINE_LIMIT,
-                });
-            }
-            failpoint("artifact.write")?;
-            self.file
-                .write_all(&self.buf[..self.filled])
-                .map_err(|e| Error::io("write", &path, e))
-        })();
-        if result.is_err() {
-            self.failed = true;
-        }
-        result?;
-        let pipe = self.pipe.as_mut().expect("open until commit");
-        let full = std::mem::replace(&mut self.buf, pipe.buffer());
-        pipe.submit(full, self.filled);
-        self.size += self.filled as u64;
-        self.filled = 0;
-        // The inline spool is unlinked and never fsynced: writing it back would be wasted I/O.
-        if self.backend == Backend::Filesystem && self.size - self.writeback >= WRITEBACK_STEP {
-            durable::start_writeback(&self.file, self.writeback, self.size - self.writeback);
-            self.writeback = self.size;
+        if self.filled > 0 {
+            let data = &self.buf[..self.filled];
+            Self::absorb(&mut self.sink, self.backend, &mut self.failed, data)?;
+            self.filled = 0;
         }
         Ok(())
     }
@@ -330,11 +339,12 @@ impl<'s> ResourceWriter<'s> {
             ));
         }
         self.flush_chunk()?;
+        // The helper issues what is queued (one merged call) and ends; the fsync waits for it all.
+        self.sink.writeback = None;
         if let Some(tmp) = &self.tmp {
-            // Before joining the hashing thread: it finishes the last chunks during the fsync.
-            durable::sync_file(&self.file, tmp)?;
+            durable::sync_file(&self.sink.file, tmp)?;
         }
-        let sha256 = self.pipe.take().expect("open until commit").finish();
+        let sha256 = hex::encode(std::mem::take(&mut self.sink.hasher).finalize());
         let payload = match self.backend {
             Backend::Filesystem => {
                 let tmp = self.tmp.clone().expect("filesystem writers stage a file");
@@ -344,7 +354,8 @@ impl<'s> ResourceWriter<'s> {
             }
             Backend::Remote => unreachable!("the configuration refuses remote for new bytes"),
             Backend::Inline => Payload::Spool(
-                self.file
+                self.sink
+                    .file
                     .try_clone()
                     .map_err(|e| Error::io("duplicate handle", "<spool>", e))?,
             ),
@@ -352,7 +363,7 @@ impl<'s> ResourceWriter<'s> {
         let plan = self.plan.take().expect("committed once");
         let staged = Staged {
             backend: self.backend,
-            size: self.size,
+            size: self.sink.size,
             sha256,
             payload,
         };
@@ -365,14 +376,20 @@ impl Write for ResourceWriter<'_> {
         if self.failed {
             return Err(io::Error::other("an earlier write failed"));
         }
+        let to_io = |e| match e {
+            Error::Io { source, .. } => source,
+            other => io::Error::other(other),
+        };
+        if self.filled == 0 && data.len() >= CHUNK {
+            // Large slices go straight to the file, hashed while they are written.
+            Self::absorb(&mut self.sink, self.backend, &mut self.failed, data).map_err(to_io)?;
+            return Ok(data.len());
+        }
         let n = data.len().min(CHUNK - self.filled);
         self.buf.as_mut_slice()[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.filled += n;
         if self.filled == CHUNK {
-            self.flush_chunk().map_err(|e| match e {
-                Error::Io { source, .. } => source,
-                other => io::Error::other(other),
-            })?;
+            self.flush_chunk().map_err(to_io)?;
         }
         Ok(n)
     }
@@ -393,6 +410,114 @@ impl Drop for ResourceWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Model;
+
+    fn bytes(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn store(dir: &Path, backend: Backend) -> (Store, crate::Run) {
+        let store = Store::builder(dir)
+            .ignore_artifact_env()
+            .artifact_backend(backend)
+            .open()
+            .unwrap();
+        let model = Model::new("w").with_config(&serde_json::json!({})).unwrap();
+        let run = store.get_or_create(&model).unwrap();
+        (store, run)
+    }
+
+    /// Small pieces (buffered), slices of a chunk or more (straight to the file, hashed while
+    /// written), pieces that top up a partly filled buffer and pieces past a writeback step, in
+    /// one stream: the bytes and the sha256 are those of the concatenation, on both backends.
+    #[test]
+    fn buffered_and_direct_pieces_keep_their_order_and_hash() {
+        let step = WRITEBACK_STEP as usize;
+        let lens = [
+            CHUNK,
+            5,
+            CHUNK,
+            CHUNK - 1,
+            1,
+            step + 7,
+            0,
+            PARALLEL_MIN,
+            PARALLEL_MIN - 1,
+            2 * CHUNK + 1,
+            3,
+        ];
+        for backend in [Backend::Filesystem, Backend::Inline] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, run) = store(dir.path(), backend);
+            let mut all = Vec::new();
+            let mut w = store.resource_writer(&run, "mixed").unwrap();
+            for (i, len) in lens.into_iter().enumerate() {
+                let piece = bytes(len, i as u64);
+                w.write_all(&piece).unwrap();
+                all.extend_from_slice(&piece);
+                assert_eq!(w.written(), all.len() as u64);
+            }
+            let rec = w.commit().unwrap();
+            assert_eq!(rec.size_bytes, all.len() as u64);
+            assert_eq!(rec.content_hash, sha256_hex(&all));
+            assert!(*store.read_resource_data(rec.id).unwrap() == all[..]);
+        }
+    }
+
+    /// The writeback hints cover the file from its start in contiguous ranges of at least a
+    /// step, whatever the sizes of the pieces appended, and leave less than a step unhinted.
+    #[test]
+    fn writeback_hints_cover_each_completed_step_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let f = create_new(&path).unwrap();
+        let step = WRITEBACK_STEP as usize;
+        let mut hints = Vec::new();
+        let (mut size, mut written_back) = (0u64, 0u64);
+        for len in [step - 1, 1, 3, 2 * step + 5, 7, step, 0, step / 2] {
+            let piece = vec![7u8; len];
+            append(&f, &path, &piece, size, &mut written_back, |o, l| {
+                hints.push((o, l))
+            })
+            .unwrap();
+            size += len as u64;
+        }
+        assert_eq!(f.metadata().unwrap().len(), size);
+        let mut next = 0;
+        for &(o, l) in &hints {
+            assert_eq!(o, next, "{hints:?}");
+            assert!(l >= WRITEBACK_STEP, "{hints:?}");
+            next = o + l;
+        }
+        assert_eq!(next, written_back);
+        assert!(size - written_back < WRITEBACK_STEP, "{hints:?}");
+    }
+
+    /// More than [`INLINE_LIMIT`] bytes in one slice to the inline backend are refused before
+    /// anything is written; the writer stays failed and records nothing.
+    #[test]
+    fn an_inline_slice_past_the_limit_is_refused_and_fails_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run) = store(dir.path(), Backend::Inline);
+        let mut w = store.resource_writer(&run, "big").unwrap();
+        w.write_all(b"head").unwrap();
+        let big = vec![0u8; INLINE_LIMIT as usize];
+        // The buffer is topped up and written; the rest, a direct slice, crosses the limit.
+        let err = w.write_all(&big).unwrap_err();
+        assert_eq!(w.written(), CHUNK as u64);
+        assert!(err.to_string().contains("<spool>"), "{err}");
+        assert!(w.write(b"x").is_err());
+        assert!(w.commit().is_err());
+        assert!(store.list_resources(&run.identity()).unwrap().is_empty());
+    }
 
     #[test]
     fn sha256_known_answers() {
