@@ -32,7 +32,7 @@ fn setup(root: &Path) -> (cairn::Run, PathBuf, Vec<u8>) {
         .with_config(&serde_json::json!({"lr": 0.1}))
         .unwrap();
     let run = store.get_or_create(&model).unwrap();
-    // Three and a bit chunks: the streaming path with its hashing thread.
+    // Three and a bit chunks: the streaming path, more than one 1 MiB buffer.
     let data: Vec<u8> = (0..(3 << 20) + 99).map(|i| (i * 7 % 251) as u8).collect();
     let input = root.join("input.bin");
     std::fs::write(&input, &data).unwrap();

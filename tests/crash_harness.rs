@@ -253,7 +253,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "resource add (filesystem)",
         setup: |fix| {
             put_models(&fix.root, 0..1);
-            // Three and a bit chunks: the streaming path with its hashing thread.
+            // Three and a bit chunks: the streaming path, more than one 1 MiB buffer.
             std::fs::write(&fix.input, Rng(2).bytes((3 << 20) + 99)).unwrap();
         },
         op: |fix, before| {
