@@ -108,17 +108,17 @@ impl Store {
 
     /// The record of resource `id`.
     pub fn get_resource(&self, id: Uuid) -> Result<Option<ResourceRecord>> {
-        tables::get(self.index()?, id)
+        self.with_index(|i| tables::get(i, id))
     }
 
     /// The resources of `run`, oldest first.
     pub fn list_resources(&self, run: &Identity) -> Result<Vec<ResourceRecord>> {
-        tables::of_run(self.index()?, run)
+        self.with_index(|i| tables::of_run(i, run))
     }
 
     /// Every resource record, in id order.
     pub fn all_resources(&self) -> Result<Vec<ResourceRecord>> {
-        tables::all(self.index()?)
+        self.with_index(tables::all)
     }
 
     /// The bytes of resource `id`, after checking their size and sha256 against the record
@@ -289,10 +289,11 @@ impl Store {
     }
 
     fn inline_of(&self, rec: &ResourceRecord) -> Result<Vec<u8>> {
-        tables::inline_bytes(self.index()?, rec.id)?.ok_or_else(|| Error::InlineBytesGone {
-            id: rec.id,
-            name: rec.name.clone(),
-        })
+        self.with_index(|i| tables::inline_bytes(i, rec.id))?
+            .ok_or_else(|| Error::InlineBytesGone {
+                id: rec.id,
+                name: rec.name.clone(),
+            })
     }
 
     /// The file of a filesystem record, refused unless inside the configured root.
