@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
-use redb::{ReadTransaction, ReadableDatabase, TableError};
+use redb::{ReadTransaction, ReadableDatabase};
 
 use crate::artifact::tables;
 use crate::artifact::{Backend, sha256_hex};
@@ -64,10 +64,10 @@ pub(crate) fn heal(
                 Err(e) => return Err(e),
             }
         }
-        None => match Index::open(path, timeout) {
-            Ok(_) => return Ok(false),
-            Err(Error::IndexDamaged { .. }) => {}
-            Err(e) => return Err(e),
+        None => match contained(|| Index::open(path, timeout)) {
+            Some(Ok(_)) => return Ok(false),
+            Some(Err(Error::IndexDamaged { .. })) | None => {}
+            Some(Err(e)) => return Err(e),
         },
     }
     let tmp = root
@@ -130,23 +130,33 @@ fn rebuild(
 ) -> Result<(usize, usize, Salvage, Option<String>)> {
     let (new, _) = Index::open(tmp, timeout)?;
     let report = crate::reindex::reindex(root, &new, false, &|_| {})?;
-    let opened;
-    let source = match damaged {
+    let mut opened = Err(String::new());
+    let source = contained(|| match damaged {
         Some(d) => d.begin_read().map_err(|e| e.to_string()),
         None => {
-            opened = Damaged::open(path, tmp);
+            opened = contained(|| Damaged::open(path, tmp))
+                .unwrap_or_else(|| Err("redb failed (panicked) opening it".into()));
             opened
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(Damaged::begin_read)
         }
-    };
+    })
+    .unwrap_or_else(|| Err("redb failed (panicked) reading it".into()));
     let (salvage, unreadable) = match source {
         Ok(from) => (salvage(&new, Some(&from))?, None),
         Err(e) => (salvage(&new, None)?, Some(e)),
     };
     Ok((report.runs, report.resources_restored, salvage, unreadable))
 }
+
+/// `f`'s result; `None` when it panicked, as redb does on some damaged pages.
+fn contained<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
+/// redb's page size: a damaged file is padded to whole pages for salvage.
+const PAGE: u64 = 4096;
 
 /// The damaged file, opened for reading although redb could not open it for writing.
 enum Damaged {
@@ -169,6 +179,16 @@ impl Damaged {
         };
         let copy = tmp.with_extension("salvage");
         std::fs::copy(path, &copy).map_err(|e| format!("copy: {e}"))?;
+        // A file cut short gets its last page back, zero-filled: redb refuses a file shorter
+        // than its layout, and what the zeros replace fails its hash check below.
+        let padded = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&copy)
+            .and_then(|f| f.set_len(f.metadata()?.len().next_multiple_of(PAGE)));
+        if let Err(e) = padded {
+            let _ = std::fs::remove_file(&copy);
+            return Err(format!("pad the copy: {e}"));
+        }
         let repaired = builder.create(&copy);
         let _ = std::fs::remove_file(&copy);
         match repaired {
@@ -197,16 +217,13 @@ pub(crate) fn salvage(index: &Index, from: Option<&ReadTransaction>) -> Result<S
         }
     }
     let mut out = Salvage::default();
-    let source = from.and_then(|txn| match txn.open_table(tables::INLINE_BYTES) {
-        Ok(t) => Some(t),
-        Err(TableError::TableDoesNotExist(_)) | Err(_) => None,
-    });
+    // No table (none was ever written), or one that does not open: nothing to salvage.
+    let source = from.and_then(|txn| contained(|| txn.open_table(tables::INLINE_BYTES).ok())?);
     let mut found: Vec<(uuid::Uuid, Vec<u8>)> = Vec::new();
     for rec in wanted {
         let bytes = source
             .as_ref()
-            .and_then(|t| t.get(rec.id.as_bytes()).ok().flatten())
-            .map(|v| v.value().to_vec())
+            .and_then(|t| contained(|| Some(t.get(rec.id.as_bytes()).ok()??.value().to_vec()))?)
             .filter(|b| b.len() as u64 == rec.size_bytes && sha256_hex(b) == rec.content_hash);
         match bytes {
             Some(b) => found.push((rec.id, b)),

@@ -520,9 +520,11 @@ impl LazyIndex {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 *pending = None;
-                Err(Error::Index {
+                // redb panics on some damaged files (a malformed allocator state or table
+                // definition): the opening thread is gone.
+                Err(Error::IndexDamaged {
                     path: self.path.clone(),
-                    reason: "opening thread failed".into(),
+                    what: "redb failed (panicked) opening it".into(),
                 })
             }
         }

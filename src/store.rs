@@ -195,8 +195,19 @@ impl Store {
     }
 
     /// [`Store::with_index`] on `index`, a handle already obtained.
+    ///
+    /// redb panics on some damaged pages (bounds of a damaged table definition, a malformed
+    /// allocator state): a panic of the first run of `op` is taken as damage too; one of the
+    /// retry is not caught.
     pub(crate) fn on_index<T>(&self, index: &Index, op: impl Fn(&Index) -> Result<T>) -> Result<T> {
-        match op(index) {
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(index)))
+            .unwrap_or_else(|_| {
+                Err(Error::IndexDamaged {
+                    path: index.path().to_path_buf(),
+                    what: "redb failed (panicked) reading it".into(),
+                })
+            });
+        match first {
             Err(Error::IndexDamaged { path, what }) => {
                 if self.heal(index, &what)? {
                     op(self.index()?)
