@@ -277,3 +277,60 @@ fn a_failing_read_is_an_error_not_a_heal() {
     assert_eq!(kept_aside(&root), 0);
     eprintln!("failing reads: {failed} commands failed with an I/O error, none healed");
 }
+
+/// A heal stopped at any step (`*=abort@N`: the process killed at the N-th failpoint it reaches,
+/// N = 1, 2, ... through every index write and fsync of the rebuild, the swap and the directory
+/// fsync) leaves the damaged file or the whole new index at `index.redb`: the next command heals
+/// or finds the index whole, and every run, record and inline byte (salvaged) is there.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_heal_killed_at_any_step_is_completed_by_the_next_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let root = live.join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let before = build(&root);
+    let template = dir.path().join("template");
+    copy_tree(&live, &template);
+    let index = root.join(".cairn/index.redb");
+    let (_, damaged) = run_records_scrambled(&std::fs::read(&index).unwrap());
+    let mut n = 1;
+    loop {
+        std::fs::remove_dir_all(&live).unwrap();
+        copy_tree(&template, &live);
+        std::fs::write(&index, &damaged).unwrap();
+        let point = format!("*=abort@{n}");
+        let mut cmd = cairn_cmd(&root, &["ls"]);
+        cmd.env("CAIRN_FAILPOINTS", &point);
+        let stopped = !run(cmd, b"").status.success();
+        let out = run(cairn_cmd(&root, &["ls"]), b"");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{point}: {said}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            before.runs.len(),
+            "{point}"
+        );
+        assert_eq!(State::of(&root), before, "{point}");
+        let store = open(&root);
+        for rec in store.all_resources().unwrap() {
+            let data = store
+                .read_resource_data(rec.id)
+                .unwrap_or_else(|e| panic!("{point}: {e}"));
+            assert_eq!(
+                cairn::artifact::sha256_hex(&data.to_vec()),
+                rec.content_hash
+            );
+        }
+        if !stopped {
+            break; // past the last failpoint of the heal
+        }
+        n += 1;
+        assert!(n < 2000, "the heal never completes");
+    }
+    eprintln!(
+        "heal killed at each of {} failpoints: completed by the next command",
+        n - 1
+    );
+    assert!(n > 10, "the heal reached too few failpoints");
+}
