@@ -148,13 +148,9 @@ fn a_damaged_index_heals_itself_and_loses_nothing_the_directories_hold() {
             for line in findings.lines().filter(listed) {
                 assert!(
                     line.contains("inline-bytes-gone") || line.contains("the record says"),
-                    "{damage}: {findings}{said}"
+                    "{damage}: {line}\n{findings}{said}"
                 );
             }
-            assert!(
-                said.is_empty() || said.contains("cairn: warning"),
-                "{damage}: {said}"
-            );
         }
         let healed = said.contains("is damaged (");
         let noticed_on_open = said.contains("cannot open it")

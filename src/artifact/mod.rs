@@ -408,7 +408,9 @@ impl Store {
             }
         };
         let index = self.index()?;
-        let committed = match staged.payload {
+        // A commit that finds the index damaged changed nothing; it is retried once on the
+        // healed index (`Store::on_index`), which holds the records beside the runs.
+        let committed = self.on_index(index, |index| match &staged.payload {
             Payload::File(_) => {
                 self.commit_file_record(index, &rec, old.as_ref(), run_dir.as_deref())
             }
@@ -426,7 +428,7 @@ impl Store {
                         .map_err(|e| Error::io("read", "<spool>", e))
                 })
             }
-        };
+        });
         if let Err(e) = committed {
             // When the index file itself failed, the commit may have persisted: the new file
             // stays (gc removes it once no record names it).
