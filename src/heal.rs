@@ -4,12 +4,12 @@
 //!
 //! The new index is built under `.cairn/tmp/` and renamed over `index.redb` only when complete,
 //! so the path always names either the damaged file or a whole rebuilt index. Healers of one
-//! store serialize on a lock file beside the index and re-check, under it, that the path still
+//! store serialize on a lock beside the index ([`HealLock`]) and re-check, under it, that the path still
 //! names the file they found damaged: a file another process (or thread) has already replaced
 //! is reopened, never moved aside again.
 
-use std::fs::File;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use redb::{ReadTransaction, ReadableDatabase};
@@ -29,6 +29,40 @@ pub(crate) struct Salvage {
     pub(crate) lost: usize,
 }
 
+/// Heals of this process, one at a time; [`HealLock`] excludes other processes.
+static HEALING: Mutex<()> = Mutex::new(());
+
+/// The exclusive right to heal one store: [`HEALING`], and the write slot of a small redb
+/// database beside the index, which redb's byte-range locks hold across processes (released
+/// by the kernel if the holder dies). Fields drop in order: the slot, then its database.
+struct HealLock {
+    _slot: redb::WriteTransaction,
+    _db: redb::Database,
+    _in_process: MutexGuard<'static, ()>,
+}
+
+impl HealLock {
+    /// Waits for the lock at `path`.
+    fn take(path: &Path) -> Result<Self> {
+        let in_process = HEALING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut builder = redb::Database::builder();
+        builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
+        let failed = |e: String| Error::Index {
+            path: path.into(),
+            reason: format!("heal lock: {e}"),
+        };
+        let db = builder.create(path).map_err(|e| failed(e.to_string()))?;
+        let slot = db.begin_write().map_err(|e| failed(e.to_string()))?;
+        Ok(HealLock {
+            _slot: slot,
+            _db: db,
+            _in_process: in_process,
+        })
+    }
+}
+
 /// Replaces the damaged index at `path` (of the store at `root`) by one rebuilt from the run
 /// directories, keeping the damaged file as `index.redb.damaged-<random>` and salvaging its
 /// inline bytes; says so on stderr. `damaged` is the handle that found the damage on use
@@ -41,14 +75,7 @@ pub(crate) fn heal(
     what: &str,
     timeout: Duration,
 ) -> Result<bool> {
-    let lock_path = path.with_extension("redb.heal-lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io("open", &lock_path, e))?;
-    lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
+    let _lock = HealLock::take(&path.with_extension("redb.heal-lock"))?;
     // Held while the new index is built and swapped in: a writer of another process then
     // commits to the damaged file before the rebuild reads the directories, or to the new one
     // (`Index::write` refuses a file that was replaced).
