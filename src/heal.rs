@@ -157,23 +157,53 @@ fn rebuild(
 ) -> Result<(usize, usize, Salvage, Option<String>)> {
     let (new, _) = Index::open(tmp, timeout)?;
     let report = crate::reindex::reindex(root, &new, false, &|_| {})?;
-    let mut opened = Err(String::new());
-    let source = contained(|| match damaged {
-        Some(d) => d.begin_read().map_err(|e| e.to_string()),
-        None => {
-            opened = contained(|| Damaged::open(path, tmp))
-                .unwrap_or_else(|| Err("redb failed (panicked) opening it".into()));
-            opened
-                .as_ref()
-                .map_err(Clone::clone)
-                .and_then(Damaged::begin_read)
+    // Each way of reading the damaged file in turn, until nothing is missing: salvage only
+    // fills bytes the new index still lacks, so the passes add up.
+    let mut total = Salvage::default();
+    let mut why = Vec::new();
+    let mut read = false;
+    let mut pass = |from: std::result::Result<ReadTransaction, String>| -> Result<bool> {
+        match from {
+            Ok(txn) => {
+                let got = salvage(&new, Some(&txn))?;
+                total.salvaged += got.salvaged;
+                total.lost = got.lost;
+                read = true;
+            }
+            Err(e) => why.push(e),
         }
-    })
-    .unwrap_or_else(|| Err("redb failed (panicked) reading it".into()));
-    let (salvage, unreadable) = match source {
-        Ok(from) => (salvage(&new, Some(&from))?, None),
-        Err(e) => (salvage(&new, None)?, Some(e)),
+        Ok(read && total.lost == 0)
     };
+    let mut done = false;
+    if let Some(d) = damaged {
+        let txn = contained(|| d.begin_read().map_err(|e| e.to_string()))
+            .unwrap_or_else(|| Err("redb failed (panicked) reading it".into()));
+        done = pass(txn)?;
+    }
+    let ways: [&dyn Fn() -> std::result::Result<Damaged, String>; 2] =
+        [&|| Damaged::read_only(path), &|| {
+            Damaged::repaired_copy(path, tmp)
+        }];
+    for way in ways {
+        if done {
+            break;
+        }
+        // Kept open while it is read: dropping a database closes its file.
+        let opened =
+            contained(way).unwrap_or_else(|| Err("redb failed (panicked) opening it".into()));
+        let txn = opened.as_ref().map_err(Clone::clone).and_then(|d| {
+            contained(|| d.begin_read())
+                .unwrap_or_else(|| Err("redb failed (panicked) reading it".into()))
+        });
+        done = pass(txn)?;
+    }
+    let unreadable = if read {
+        None
+    } else {
+        total.lost = salvage(&new, None)?.lost;
+        Some(why.join("; "))
+    };
+    let salvage = total;
     Ok((report.runs, report.resources_restored, salvage, unreadable))
 }
 
@@ -187,7 +217,7 @@ const PAGE: u64 = 4096;
 
 /// The damaged file, opened for reading although redb could not open it for writing.
 enum Damaged {
-    /// As it is.
+    /// As it is, read-only.
     ReadOnly(redb::ReadOnlyDatabase),
     /// A copy that redb repaired (it may fall back to an earlier commit); the copy's name is
     /// removed at once, the open handle keeps its bytes.
@@ -195,33 +225,38 @@ enum Damaged {
 }
 
 impl Damaged {
-    /// Opens the damaged file at `path`, read-only, else as a repaired copy beside `tmp`; an
-    /// error says why neither worked.
-    fn open(path: &Path, tmp: &Path) -> std::result::Result<Self, String> {
+    fn builder() -> redb::Builder {
         let mut builder = redb::Database::builder();
         builder.set_concurrency_mode(redb::ConcurrencyMode::MultiWriter);
-        let first = match builder.open_read_only(path) {
-            Ok(db) => return Ok(Damaged::ReadOnly(db)),
-            Err(e) => e,
-        };
+        builder
+    }
+
+    /// The damaged file at `path`, read-only.
+    fn read_only(path: &Path) -> std::result::Result<Self, String> {
+        Self::builder()
+            .open_read_only(path)
+            .map(Damaged::ReadOnly)
+            .map_err(|e| format!("read-only: {e}"))
+    }
+
+    /// A copy of the damaged file at `path`, beside `tmp`, that redb repairs.
+    fn repaired_copy(path: &Path, tmp: &Path) -> std::result::Result<Self, String> {
         let copy = tmp.with_extension("salvage");
         std::fs::copy(path, &copy).map_err(|e| format!("copy: {e}"))?;
         // A file cut short gets its last page back, zero-filled: redb refuses a file shorter
-        // than its layout, and what the zeros replace fails its hash check below.
-        let padded = std::fs::OpenOptions::new()
+        // than its layout, and what the zeros replace fails its hash check.
+        let repaired = std::fs::OpenOptions::new()
             .write(true)
             .open(&copy)
-            .and_then(|f| f.set_len(f.metadata()?.len().next_multiple_of(PAGE)));
-        if let Err(e) = padded {
-            let _ = std::fs::remove_file(&copy);
-            return Err(format!("pad the copy: {e}"));
-        }
-        let repaired = builder.create(&copy);
+            .and_then(|f| f.set_len(f.metadata()?.len().next_multiple_of(PAGE)))
+            .map_err(|e| format!("pad the copy: {e}"))
+            .and_then(|()| {
+                Self::builder()
+                    .create(&copy)
+                    .map_err(|e| format!("a repaired copy: {e}"))
+            });
         let _ = std::fs::remove_file(&copy);
-        match repaired {
-            Ok(db) => Ok(Damaged::Repaired(db)),
-            Err(second) => Err(format!("read-only: {first}; a repaired copy: {second}")),
-        }
+        repaired.map(Damaged::Repaired)
     }
 
     fn begin_read(&self) -> std::result::Result<ReadTransaction, String> {

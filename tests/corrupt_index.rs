@@ -154,6 +154,7 @@ fn a_damaged_index_heals_itself_and_loses_nothing_the_directories_hold() {
         }
         let healed = said.contains("is damaged (");
         let noticed_on_open = said.contains("cannot open it")
+            || said.contains("panicked) opening it")
             || said.contains("redb repaired it")
             || said.contains("has no schema version");
         if noticed_on_open {
