@@ -214,6 +214,8 @@ fn contained<T>(f: impl FnOnce() -> T) -> Option<T> {
 
 /// redb's page size: a damaged file is padded to whole pages for salvage.
 const PAGE: u64 = 4096;
+/// The first bytes of every redb file (redb's `docs/design.md`, "Database header").
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
 /// The damaged file, opened for reading although redb could not open it for writing.
 enum Damaged {
@@ -244,11 +246,16 @@ impl Damaged {
         let copy = tmp.with_extension("salvage");
         std::fs::copy(path, &copy).map_err(|e| format!("copy: {e}"))?;
         // A file cut short gets its last page back, zero-filled: redb refuses a file shorter
-        // than its layout, and what the zeros replace fails its hash check.
+        // than its layout, and what the zeros replace fails its hash check. A damaged magic
+        // number, a constant, is written back.
         let repaired = std::fs::OpenOptions::new()
             .write(true)
             .open(&copy)
-            .and_then(|f| f.set_len(f.metadata()?.len().next_multiple_of(PAGE)))
+            .and_then(|f| {
+                use std::os::unix::fs::FileExt;
+                f.set_len(f.metadata()?.len().next_multiple_of(PAGE))?;
+                f.write_all_at(&REDB_MAGIC, 0)
+            })
             .map_err(|e| format!("pad the copy: {e}"))
             .and_then(|()| {
                 Self::builder()

@@ -111,6 +111,7 @@ fn a_damaged_index_heals_itself_and_loses_nothing_the_directories_hold() {
     copy_tree(&live, &template);
     let index = root.join(".cairn/index.redb");
     let original = std::fs::read(&index).unwrap();
+    let last_byte_cut = format!("truncated to {} bytes", original.len() - 1);
     let mut all = damages(&original);
     all.push(run_records_scrambled(&original));
     let (mut on_open, mut on_use, mut harmless) = (0, 0, 0);
@@ -209,6 +210,13 @@ fn a_damaged_index_heals_itself_and_loses_nothing_the_directories_hold() {
         if damage.starts_with("every run record") {
             // Found on use, and the inline table was intact: every inline resource salvaged.
             assert!(healed && !noticed_on_open, "{damage}: {said}");
+            assert_eq!((got, failed), (inline, 0), "{damage}: {said}");
+        }
+        if damage == last_byte_cut || damage.starts_with("byte 0 ") || damage.starts_with("byte 8 ")
+        {
+            // redb cannot open these, but a copy padded to whole pages, with the magic number
+            // written back, reads: every inline resource salvaged.
+            assert!(healed && noticed_on_open, "{damage}: {said}");
             assert_eq!((got, failed), (inline, 0), "{damage}: {said}");
         }
         eprintln!(
