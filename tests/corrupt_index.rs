@@ -339,3 +339,47 @@ fn a_heal_killed_at_any_step_is_completed_by_the_next_command() {
     );
     assert!(n > 10, "the heal reached too few failpoints");
 }
+
+/// Processes that find the same damage at once heal it once: they serialize on the heal lock,
+/// the later ones see the path name another file and reopen it. Exactly one damaged file is
+/// kept, and every process lists every run.
+#[test]
+fn processes_finding_the_same_damage_heal_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let root = live.join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let before = build(&root);
+    let template = dir.path().join("template");
+    copy_tree(&live, &template);
+    let index = root.join(".cairn/index.redb");
+    let (_, damaged) = run_records_scrambled(&std::fs::read(&index).unwrap());
+    for round in 0..5 {
+        std::fs::remove_dir_all(&live).unwrap();
+        copy_tree(&template, &live);
+        std::fs::write(&index, &damaged).unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                let mut cmd = cairn_cmd(&root, &["ls"]);
+                cmd.stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let mut heals = 0;
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "round {round}: {said}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).lines().count(),
+                before.runs.len(),
+                "round {round}: {said}"
+            );
+            heals += said.matches("is damaged (").count();
+        }
+        assert_eq!(heals, 1, "round {round}");
+        assert_eq!(kept_aside(&root), 1, "round {round}");
+        assert_eq!(State::of(&root), before, "round {round}");
+    }
+}
