@@ -4,9 +4,9 @@
 //!
 //! The new index is built under `.cairn/tmp/` and renamed over `index.redb` only when complete,
 //! so the path always names either the damaged file or a whole rebuilt index. Healers of one
-//! store serialize on a lock beside the index ([`HealLock`]) and re-check, under it, that the path still
-//! names the file they found damaged: a file another process (or thread) has already replaced
-//! is reopened, never moved aside again.
+//! store serialize on a lock beside the index (`HealLock`) and re-check, under it, that the
+//! path still names the file they found damaged: a file another process (or thread) has
+//! already replaced is reopened, never moved aside again.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
