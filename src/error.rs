@@ -92,6 +92,16 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// The index file is damaged: redb found it corrupt, or a record cairn wrote does not decode.
+    /// The store heals it (FORMAT.md §9): the file is kept aside, the index rebuilt from the
+    /// directories, and the operation retried once.
+    #[error("index {} is damaged: {what}", path.display())]
+    IndexDamaged {
+        /// The index file.
+        path: PathBuf,
+        /// What was found damaged.
+        what: String,
+    },
     /// Another process held the index's write slot for longer than the configured timeout.
     #[error("index {} stayed busy for {waited:?} (another process is writing); the run directories are intact and the next index access picks them up", path.display())]
     IndexBusy {

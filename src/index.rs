@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -256,9 +256,9 @@ impl RunRecord {
     /// Decodes a record stored under `identity`, accepting only the exact encoding
     /// [`RunRecord::encode`] writes; `index` names the file in errors.
     pub fn decode(identity: Identity, bytes: &[u8], index: &Path) -> Result<Self> {
-        let bad = |what: &str| Error::Index {
+        let bad = |what: &str| Error::IndexDamaged {
             path: index.into(),
-            reason: format!("run record {identity}: {what}"),
+            what: format!("run record {identity}: {what}"),
         };
         // Config and predicate are validated while they are located, nested at depth 1 as the
         // encoder of `from_header` bounds them.
@@ -346,6 +346,8 @@ pub struct Index {
     db: Database,
     path: PathBuf,
     write_timeout: Duration,
+    /// The identity of the file `db` has open; `path` names another once a heal replaced it.
+    id: FileId,
     /// The index file, for its modification stamp (see [`Lookups`]).
     file: std::fs::File,
     /// The read snapshot lookups reuse while it is provably current.
@@ -436,13 +438,23 @@ pub(crate) type Snapshot = (
 /// is inside a write transaction; this bounds the caller's wait. For one timeout after a wait has
 /// run out, calls only poll, so a batch does not pay the timeout once per item; then they wait
 /// again.
+///
+/// A heal replaces the index file (`crate::heal`); the handle on the old one is then retired
+/// and the next call opens the new file into the next generation. Retired handles stay open
+/// until the store is dropped (callers may still hold them), so a store heals at most
+/// [`HEALS_PER_STORE`] times.
 pub(crate) struct LazyIndex {
     path: PathBuf,
     write_timeout: Duration,
-    cell: OnceLock<Index>,
+    generations: [OnceLock<Index>; HEALS_PER_STORE + 1],
+    /// The generation in use.
+    current: AtomicUsize,
     pending: Mutex<Option<OpenResult>>,
     gave_up_at: Mutex<Option<Instant>>,
 }
+
+/// Most heals one open store performs; past it, damage is returned as an error.
+pub(crate) const HEALS_PER_STORE: usize = 3;
 
 impl std::fmt::Debug for LazyIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -458,7 +470,8 @@ impl LazyIndex {
         let lazy = LazyIndex {
             path,
             write_timeout,
-            cell: OnceLock::new(),
+            generations: Default::default(),
+            current: AtomicUsize::new(0),
             pending: Mutex::new(None),
             gave_up_at: Mutex::new(None),
         };
@@ -489,11 +502,12 @@ impl LazyIndex {
     /// out). `Ok(None)` while another process keeps it busy. The `Opened` state is reported once,
     /// on the call that receives the index.
     pub(crate) fn get(&self) -> Result<Option<(&Index, Opened)>> {
-        if let Some(index) = self.cell.get() {
+        if let Some(index) = self.cell().get() {
             return Ok(Some((index, Opened::Current)));
         }
         let mut pending = self.pending.lock().expect("index lock");
-        if let Some(index) = self.cell.get() {
+        let cell = self.cell();
+        if let Some(index) = cell.get() {
             return Ok(Some((index, Opened::Current)));
         }
         let rx = pending.get_or_insert_with(|| self.spawn());
@@ -508,7 +522,7 @@ impl LazyIndex {
             Ok(Ok((index, opened))) => {
                 *pending = None;
                 *gave_up_at = None;
-                let index = self.cell.get_or_init(|| index);
+                let index = cell.get_or_init(|| index);
                 Ok(Some((index, opened)))
             }
             Ok(Err(e)) => {
@@ -523,12 +537,57 @@ impl LazyIndex {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 *pending = None;
-                Err(Error::Index {
+                // redb panics on some damaged files (a malformed allocator state or table
+                // definition): the opening thread is gone.
+                Err(Error::IndexDamaged {
                     path: self.path.clone(),
-                    reason: "opening thread failed".into(),
+                    what: "redb failed (panicked) opening it".into(),
                 })
             }
         }
+    }
+}
+
+/// A file's identity: device and inode numbers.
+pub(crate) type FileId = (u64, u64);
+
+fn file_id(file: &std::fs::File, path: &Path) -> Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// The identity of the file at `path`; `None` when there is none.
+pub(crate) fn id_at(path: &Path) -> Result<Option<FileId>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+impl LazyIndex {
+    fn cell(&self) -> &OnceLock<Index> {
+        &self.generations[self.current.load(Ordering::Acquire)]
+    }
+
+    /// Retires `damaged` after a heal replaced its file: the next [`LazyIndex::get`] opens the
+    /// file now at the path. False when this store has healed [`HEALS_PER_STORE`] times.
+    pub(crate) fn retire(&self, damaged: &Index) -> bool {
+        let _pending = self.pending.lock().expect("index lock");
+        let now = self.current.load(Ordering::Acquire);
+        if !self.generations[now]
+            .get()
+            .is_some_and(|i| std::ptr::eq(i, damaged))
+        {
+            return true; // another thread retired it already
+        }
+        if now == HEALS_PER_STORE {
+            return false;
+        }
+        self.current.store(now + 1, Ordering::Release);
+        true
     }
 }
 
@@ -536,6 +595,17 @@ fn redb_error(path: &Path, e: impl Into<redb::Error>) -> Error {
     match e.into() {
         // The disk or the device failed, not the index: an I/O error naming the file.
         redb::Error::Io(source) => Error::io("access", path, source),
+        // cairn opens every table with the definitions it created them with, and the run tables
+        // always exist (`Index::open`): any of these means damaged bytes.
+        e @ (redb::Error::Corrupted(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. }
+        | redb::Error::TableDoesNotExist(_)) => Error::IndexDamaged {
+            path: path.into(),
+            what: e.to_string(),
+        },
         e => Error::Index {
             path: path.into(),
             reason: e.to_string(),
@@ -544,44 +614,49 @@ fn redb_error(path: &Path, e: impl Into<redb::Error>) -> Error {
 }
 
 impl Index {
-    /// Opens (or creates) the index at `path`. An index of another schema version is cleared, a
-    /// corrupt one is deleted and recreated; both report [`Opened::Empty`].
+    /// Opens (or creates) the index at `path`. An index of another schema version is cleared
+    /// ([`Opened::Empty`]); a file redb cannot open as a database is [`Error::IndexDamaged`]
+    /// (the store heals it, `crate::heal`), an I/O error that the operating system reports is
+    /// [`Error::Io`]: neither is moved nor changed here.
     pub(crate) fn open(path: &Path, write_timeout: Duration) -> Result<(Index, Opened)> {
         let existed = path.exists();
         let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let db = match Self::open_db(path, &repaired) {
-            Ok(db) => db,
-            // A full disk or a failing device is no damage: reported, and nothing is moved.
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-                if e.raw_os_error().is_some() =>
-            {
-                return Err(Error::io("open", path, e));
+        // The file's identity is taken before and after redb opens it: equal, they name the file
+        // redb opened (a heal in another process may replace the path meanwhile).
+        let (db, file) = loop {
+            let before = std::fs::File::open(path).ok();
+            let db = match Self::open_db(path, &repaired) {
+                Ok(db) => db,
+                // A full disk or a failing device is no damage: reported, and nothing is moved.
+                Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                    if e.raw_os_error().is_some() =>
+                {
+                    return Err(Error::io("open", path, e));
+                }
+                Err(redb::DatabaseError::Storage(
+                    e @ (redb::StorageError::Corrupted(_) | redb::StorageError::Io(_)),
+                )) if existed => {
+                    return Err(Error::IndexDamaged {
+                        path: path.into(),
+                        what: format!("redb cannot open it: {e}"),
+                    });
+                }
+                Err(e) => return Err(redb_error(path, e)),
+            };
+            let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+            let same = match &before {
+                Some(b) => file_id(b, path)? == file_id(&file, path)?,
+                None => !existed,
+            };
+            if same {
+                break (db, file);
             }
-            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)))
-            | Err(redb::DatabaseError::Storage(redb::StorageError::Io(_)))
-                if existed =>
-            {
-                // A cache: a file redb cannot read is replaced, never misread. It is kept aside,
-                // since it holds the only copy of inline resource bytes (FORMAT.md §7).
-                let aside =
-                    path.with_extension(format!("redb.damaged-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::rename(path, &aside)
-                    .map_err(|e| Error::io("move damaged index", path, e))?;
-                eprintln!(
-                    "cairn: warning: index {} is damaged; kept as {} and rebuilt from the run \
-                     directories (inline resource bytes were only in it)",
-                    path.display(),
-                    aside.display()
-                );
-                Self::open_db(path, &repaired).map_err(|e| redb_error(path, e))?
-            }
-            Err(e) => return Err(redb_error(path, e)),
         };
-        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
         let index = Index {
             db,
             path: path.into(),
             write_timeout,
+            id: file_id(&file, path)?,
             file,
             lookups: Mutex::new(None),
         };
@@ -672,7 +747,26 @@ impl Index {
 
     /// Runs `f` in a write transaction and commits it. Waits for the write slot (another process
     /// or thread writing) with exponential backoff, at most the configured timeout.
+    /// A write transaction replaced by a heal (`crate::heal`) while this handle was open is
+    /// refused as [`Error::IndexDamaged`] before `f` runs: the store then reopens the index and
+    /// retries, so no commit lands in a file that was moved aside.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.write_slot()?;
+        if !self.is_current()? {
+            return Err(Error::IndexDamaged {
+                path: self.path.clone(),
+                what: "it was found damaged and replaced by a rebuilt index while open".into(),
+            });
+        }
+        *self.lookups.lock().expect("lookup lock") = None;
+        let out = f(&txn)?;
+        crate::durable::failpoint("index.before_commit")?;
+        txn.commit().map_err(|e| redb_error(&self.path, e))?;
+        Ok(out)
+    }
+
+    /// The write slot, waited for as [`Index::write`] says: a transaction to commit or abort.
+    pub(crate) fn write_slot(&self) -> Result<WriteTransaction> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(200);
         let txn = loop {
@@ -693,11 +787,12 @@ impl Index {
             }
         };
         LONGEST_WRITE_WAIT_NS.fetch_max(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        *self.lookups.lock().expect("lookup lock") = None;
-        let out = f(&txn)?;
-        crate::durable::failpoint("index.before_commit")?;
-        txn.commit().map_err(|e| redb_error(&self.path, e))?;
-        Ok(out)
+        Ok(txn)
+    }
+
+    /// Whether the index path still names the file this handle has open.
+    pub(crate) fn is_current(&self) -> Result<bool> {
+        Ok(id_at(&self.path)? == Some(self.id))
     }
 
     /// The snapshot for point lookups: the kept one while the file shows no commit since it was
@@ -1348,7 +1443,7 @@ mod tests {
         ] {
             let err = RunRecord::decode(rec.identity, damaged, p).unwrap_err();
             assert!(
-                matches!(&err, Error::Index { path, .. } if path == p),
+                matches!(&err, Error::IndexDamaged { path, .. } if path == p),
                 "{damaged:02x?}: {err}"
             );
         }
@@ -1462,11 +1557,17 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_replaced() {
+    fn a_file_redb_cannot_open_is_reported_damaged_and_left_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.redb");
-        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
-        assert_eq!(opened, Opened::Empty);
+        let garbage = vec![0x5a; 8192];
+        std::fs::write(&path, &garbage).unwrap();
+        let err = Index::open(&path, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&err, Error::IndexDamaged { path: p, .. } if *p == path),
+            "{err}"
+        );
+        // The store heals it (crate::heal); opening alone changes nothing.
+        assert_eq!(std::fs::read(&path).unwrap(), garbage);
     }
 }

@@ -2,7 +2,8 @@
 //! of `index.redb` fail (or the process stops) where a test says, through redb's
 //! `StorageBackend` hook, as a full disk, a failing device or a crash inside a commit would.
 //!
-//! Points: `index.write` (each page write and each resize), `index.fsync` (each `sync_data`).
+//! Points: `index.write` (each page write and each resize), `index.fsync` (each `sync_data`),
+//! `index.read` (each page read: a failing device is not a damaged index).
 //! Everything else, byte-range locks included, is redb's own file backend, so the
 //! many-process behaviour of the index is unchanged.
 
@@ -51,6 +52,7 @@ impl StorageBackend for FaultyFile {
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        fault("index.read")?;
         self.0.read(offset, out)
     }
 

@@ -40,6 +40,7 @@ mod cbor;
 mod confine;
 mod durable;
 pub mod error;
+mod heal;
 pub mod identity;
 pub mod index;
 #[cfg(feature = "failpoints")]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::durable::{self, failpoint};
 use crate::error::{Error, Result};
+use crate::heal;
 use crate::identity::{Identity, Prefix};
 use crate::index::{Index, IndexStats, LazyIndex, Opened, RunRecord};
 use crate::query::{EncodedQuery, Query};
@@ -19,7 +20,7 @@ use crate::walk;
 /// Name of the store's metadata directory under the root.
 pub const META_DIR: &str = ".cairn";
 /// Staging area for runs under construction, on the same file system as the root.
-const TMP_DIR: &str = "tmp";
+pub(crate) const TMP_DIR: &str = "tmp";
 /// Runs materialized while the index stayed busy, one file per identity holding its location;
 /// applied to the index by the next process that gets the write slot.
 const INBOX_DIR: &str = "inbox";
@@ -143,25 +144,110 @@ impl Store {
     }
 
     /// The index, if it can be had within the timeout. The first time it arrives it is rebuilt
-    /// if it was missing, corrupt or of another schema version, and the inbox is applied.
+    /// if it was missing, corrupt or of another schema version, and the inbox is applied. A
+    /// damaged index is healed ([`Store::on_index`]), once per call.
     fn try_index(&self) -> Result<Option<&Index>> {
-        let index = self.try_index_for_lookups()?;
-        if let Some(index) = index {
-            self.drain_inbox(index)?;
-        }
-        Ok(index)
+        self.try_index_with(true)
     }
 
     /// [`Store::try_index`] for point lookups ([`Store::lookup`]), which apply the inbox only
     /// when they cannot reuse the index's kept snapshot.
     fn try_index_for_lookups(&self) -> Result<Option<&Index>> {
-        let Some((index, opened)) = self.index.get()? else {
-            return Ok(None);
-        };
-        if opened != Opened::Current {
-            reindex::reindex(&self.root, index, false, &|_| {})?;
+        self.try_index_with(false)
+    }
+
+    /// [`Store::try_index`], applying the inbox only if `drain`.
+    fn try_index_with(&self, drain: bool) -> Result<Option<&Index>> {
+        let mut healed = false;
+        loop {
+            let got = match self.index.get() {
+                Err(Error::IndexDamaged { what, .. }) if !healed => {
+                    healed = true;
+                    heal::heal(
+                        &self.root,
+                        self.index.path(),
+                        None,
+                        &what,
+                        self.index_timeout(),
+                    )?;
+                    continue;
+                }
+                got => got?,
+            };
+            let Some((index, opened)) = got else {
+                return Ok(None);
+            };
+            let prepared = if opened != Opened::Current {
+                reindex::reindex(&self.root, index, false, &|_| {}).map(drop)
+            } else {
+                Ok(())
+            };
+            let applied = prepared.and_then(|()| {
+                if drain {
+                    self.drain_inbox(index).map(drop)
+                } else {
+                    Ok(())
+                }
+            });
+            match applied {
+                Err(Error::IndexDamaged { what, .. }) if !healed => {
+                    healed = true;
+                    if !self.heal(index, &what)? {
+                        return Err(Error::IndexDamaged {
+                            path: self.index.path().to_path_buf(),
+                            what,
+                        });
+                    }
+                }
+                done => return done.map(|()| Some(index)),
+            }
         }
-        Ok(Some(index))
+    }
+
+    /// Runs `op` on the index; when it finds the index damaged ([`Error::IndexDamaged`]), heals
+    /// the index (`crate::heal`: the damaged file kept aside, the index rebuilt from the
+    /// directories, inline bytes salvaged) and runs `op` once more on the new one. Other errors,
+    /// I/O and a busy index among them, are returned as they are.
+    pub(crate) fn with_index<T>(&self, op: impl Fn(&Index) -> Result<T>) -> Result<T> {
+        self.on_index(self.index()?, op)
+    }
+
+    /// [`Store::with_index`] on `index`, a handle already obtained.
+    ///
+    /// redb panics on some damaged pages (bounds of a damaged table definition, a malformed
+    /// allocator state): a panic of the first run of `op` is taken as damage too; one of the
+    /// retry is not caught.
+    pub(crate) fn on_index<T>(&self, index: &Index, op: impl Fn(&Index) -> Result<T>) -> Result<T> {
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(index)))
+            .unwrap_or_else(|_| {
+                Err(Error::IndexDamaged {
+                    path: index.path().to_path_buf(),
+                    what: "redb failed (panicked) reading it".into(),
+                })
+            });
+        match first {
+            Err(Error::IndexDamaged { path, what }) => {
+                if self.heal(index, &what)? {
+                    op(self.index()?)
+                } else {
+                    Err(Error::IndexDamaged { path, what })
+                }
+            }
+            done => done,
+        }
+    }
+
+    /// Heals the index `damaged` found damaged on use (unless another process or thread did)
+    /// and retires its handle; false when this store may heal no more.
+    fn heal(&self, damaged: &Index, what: &str) -> Result<bool> {
+        heal::heal(
+            &self.root,
+            self.index.path(),
+            Some(damaged),
+            what,
+            self.index_timeout(),
+        )?;
+        Ok(self.index.retire(damaged))
     }
 
     /// The index, or [`Error::IndexBusy`] if another process keeps it busy past the timeout.
@@ -213,8 +299,11 @@ impl Store {
     pub fn get_or_create(&self, model: &Model) -> Result<Run> {
         let identity = model.identity()?;
         let index = self.try_index_for_lookups()?;
-        if let Some(index) = index
-            && let Some(rec) = self.lookup(index, &identity)?
+        let found = match index {
+            Some(index) => self.on_index(index, |i| self.lookup(i, &identity))?,
+            None => None,
+        };
+        if let Some(rec) = found
             && let Some(run) = self.load(Path::new(&rec.location), Some(rec.identity))?
         {
             return Ok(run);
@@ -306,7 +395,7 @@ impl Store {
     fn record(&self, index: Option<&Index>, run: &Run) -> Result<()> {
         let rec = RunRecord::from_header(&run.header, location_str(&run.location)?)?;
         let written = match index {
-            Some(index) => index.write(|txn| index.put(txn, &rec, 0)),
+            Some(index) => self.on_index(index, |i| i.write(|txn| i.put(txn, &rec, 0))),
             None => Err(self.busy()),
         };
         match written {
@@ -459,7 +548,7 @@ impl Store {
     /// A re-keyed run is found by any of its earlier identities too.
     pub fn get(&self, identity: &Identity) -> Result<Option<Run>> {
         let index = self.try_index_for_lookups()?.ok_or_else(|| self.busy())?;
-        match self.lookup(index, identity)? {
+        match self.on_index(index, |i| self.lookup(i, identity))? {
             Some(rec) => self.load(Path::new(&rec.location), Some(rec.identity)),
             None => Ok(None),
         }
@@ -469,7 +558,7 @@ impl Store {
     pub fn at_location(&self, location: &Path) -> Result<Option<Run>> {
         check_relative(location)?;
         let loc = location_str(location)?;
-        match self.index()?.at_location(&loc)? {
+        match self.with_index(|i| i.at_location(&loc))? {
             Some(id) => self.load(location, Some(id)),
             None => Ok(None),
         }
@@ -489,23 +578,10 @@ impl Store {
     pub fn record_of(&self, reference: &str) -> Result<Option<RunRecord>> {
         if let Ok(identity) = reference.parse::<Identity>() {
             let index = self.try_index_for_lookups()?.ok_or_else(|| self.busy())?;
-            return self.lookup(index, &identity);
+            return self.on_index(index, |i| self.lookup(i, &identity));
         }
-        let index = self.index()?;
         let prefix = Prefix::parse(reference)?;
-        let mut hits = index.with_prefix(&prefix, 2)?;
-        if hits.is_empty() {
-            for (_, current) in index.aliases_with_prefix(&prefix, 2)? {
-                hits.extend(index.get(&current)?);
-            }
-        }
-        match hits.len() {
-            0 | 1 => Ok(hits.pop()),
-            _ => Err(Error::AmbiguousPrefix {
-                prefix: reference.to_owned(),
-                matches: index.with_prefix(&prefix, usize::MAX)?.len().max(2),
-            }),
-        }
+        self.with_index(|index| record_of_prefix(index, reference, &prefix))
     }
 
     /// Rebuilds the index from the directories (or, `incremental`, from the directories changed
@@ -515,7 +591,7 @@ impl Store {
         incremental: bool,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<ReindexReport> {
-        reindex::reindex(&self.root, self.index()?, incremental, progress)
+        self.with_index(|i| reindex::reindex(&self.root, i, incremental, progress))
     }
 
     /// Re-derives every run's identity with `schemas` and compares it with `id.json` and the
@@ -526,7 +602,7 @@ impl Store {
         opts: &VerifyOptions,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<VerifyReport> {
-        let records = self.index()?.filter_par(|_| true)?;
+        let records = self.with_index(|i| i.filter_par(|_| true))?;
         verify::verify(self, records, schemas, opts, progress)
     }
 
@@ -541,24 +617,41 @@ impl Store {
     /// stay encoded until asked for. A query with a limit and no sort reads only as far as its
     /// first `limit` matches.
     pub fn find(&self, query: &Query) -> Result<Vec<RunRecord>> {
-        let index = self.index()?;
         let encoded = EncodedQuery::new(query);
         let keep = |r: &[u8]| encoded.matches(r);
         // Without a sort, the first matches in identity order are the answer.
         let first = query.sort.is_none().then_some(query.limit).flatten();
-        let hits = match (&query.module, first) {
+        let hits = self.with_index(|index| match (&query.module, first) {
             (Some(m), _) => {
-                index.filter_ids(&index.of_module(m)?, first.unwrap_or(usize::MAX), keep)?
+                index.filter_ids(&index.of_module(m)?, first.unwrap_or(usize::MAX), keep)
             }
-            (None, Some(limit)) => index.filter_first(limit, keep)?,
-            (None, None) => index.filter_par(keep)?,
-        };
+            (None, Some(limit)) => index.filter_first(limit, keep),
+            (None, None) => index.filter_par(keep),
+        })?;
         Ok(query.finish(hits))
     }
 
     /// Counts per module and state, and the index size.
     pub fn stats(&self) -> Result<IndexStats> {
-        self.index()?.stats()
+        self.with_index(Index::stats)
+    }
+}
+
+/// The record a unique `prefix` (given as `reference`) names, among current and earlier
+/// identities.
+fn record_of_prefix(index: &Index, reference: &str, prefix: &Prefix) -> Result<Option<RunRecord>> {
+    let mut hits = index.with_prefix(prefix, 2)?;
+    if hits.is_empty() {
+        for (_, current) in index.aliases_with_prefix(prefix, 2)? {
+            hits.extend(index.get(&current)?);
+        }
+    }
+    match hits.len() {
+        0 | 1 => Ok(hits.pop()),
+        _ => Err(Error::AmbiguousPrefix {
+            prefix: reference.to_owned(),
+            matches: index.with_prefix(prefix, usize::MAX)?.len().max(2),
+        }),
     }
 }
 

@@ -92,7 +92,7 @@ impl Store {
     /// sha256 (every byte read, resources in parallel).
     pub fn verify_resources(&self, contents: bool) -> Result<ResourceReport> {
         let start = Instant::now();
-        let records = tables::all(self.index()?)?;
+        let records = self.with_index(tables::all)?;
         let results: Vec<(u64, Option<ResourceFinding>)> = records
             .par_iter()
             .map(|rec| match self.check_one(rec, contents) {
@@ -123,12 +123,12 @@ impl Store {
         }
         match rec.backend {
             Backend::Inline => {
-                let bytes = tables::inline_bytes(self.index()?, rec.id)?.ok_or_else(|| {
-                    Error::InlineBytesGone {
+                let bytes = self
+                    .with_index(|i| tables::inline_bytes(i, rec.id))?
+                    .ok_or_else(|| Error::InlineBytesGone {
                         id: rec.id,
                         name: rec.name.clone(),
-                    }
-                })?;
+                    })?;
                 if bytes.len() as u64 != rec.size_bytes {
                     return Err(read::mismatch(
                         rec,

@@ -108,17 +108,17 @@ impl Store {
 
     /// The record of resource `id`.
     pub fn get_resource(&self, id: Uuid) -> Result<Option<ResourceRecord>> {
-        tables::get(self.index()?, id)
+        self.with_index(|i| tables::get(i, id))
     }
 
     /// The resources of `run`, oldest first.
     pub fn list_resources(&self, run: &Identity) -> Result<Vec<ResourceRecord>> {
-        tables::of_run(self.index()?, run)
+        self.with_index(|i| tables::of_run(i, run))
     }
 
     /// Every resource record, in id order.
     pub fn all_resources(&self) -> Result<Vec<ResourceRecord>> {
-        tables::all(self.index()?)
+        self.with_index(tables::all)
     }
 
     /// The bytes of resource `id`, after checking their size and sha256 against the record
@@ -289,10 +289,11 @@ impl Store {
     }
 
     fn inline_of(&self, rec: &ResourceRecord) -> Result<Vec<u8>> {
-        tables::inline_bytes(self.index()?, rec.id)?.ok_or_else(|| Error::InlineBytesGone {
-            id: rec.id,
-            name: rec.name.clone(),
-        })
+        self.with_index(|i| tables::inline_bytes(i, rec.id))?
+            .ok_or_else(|| Error::InlineBytesGone {
+                id: rec.id,
+                name: rec.name.clone(),
+            })
     }
 
     /// The file of a filesystem record, refused unless inside the configured root.
@@ -407,7 +408,9 @@ impl Store {
             }
         };
         let index = self.index()?;
-        let committed = match staged.payload {
+        // A commit that finds the index damaged changed nothing; it is retried once on the
+        // healed index (`Store::on_index`), which holds the records beside the runs.
+        let committed = self.on_index(index, |index| match &staged.payload {
             Payload::File(_) => {
                 self.commit_file_record(index, &rec, old.as_ref(), run_dir.as_deref())
             }
@@ -425,7 +428,7 @@ impl Store {
                         .map_err(|e| Error::io("read", "<spool>", e))
                 })
             }
-        };
+        });
         if let Err(e) = committed {
             // When the index file itself failed, the commit may have persisted: the new file
             // stays (gc removes it once no record names it).

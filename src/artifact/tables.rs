@@ -8,7 +8,7 @@ use redb::{
 use uuid::Uuid;
 
 use super::record::ResourceRecord;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::index::Index;
 
@@ -85,6 +85,14 @@ fn open<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
+/// A record stored in the index: one that does not decode is damage (FORMAT.md §7.2, §9).
+fn decode(index: &Index, bytes: &[u8]) -> Result<ResourceRecord> {
+    ResourceRecord::decode(bytes, index.path()).map_err(|e| Error::IndexDamaged {
+        path: index.path().into(),
+        what: e.to_string(),
+    })
+}
+
 /// The record of `id`.
 pub(crate) fn get(index: &Index, id: Uuid) -> Result<Option<ResourceRecord>> {
     let txn = index.begin_read()?;
@@ -92,7 +100,7 @@ pub(crate) fn get(index: &Index, id: Uuid) -> Result<Option<ResourceRecord>> {
         return Ok(None);
     };
     match t.get(id.as_bytes()).map_err(|x| index.error(x))? {
-        Some(v) => ResourceRecord::decode(v.value(), index.path()).map(Some),
+        Some(v) => decode(index, v.value()).map(Some),
         None => Ok(None),
     }
 }
@@ -112,7 +120,7 @@ pub(crate) fn of_run(index: &Index, run: &Identity) -> Result<Vec<ResourceRecord
     for id in by_run.get(run.as_bytes()).map_err(|x| index.error(x))? {
         let id = id.map_err(|x| index.error(x))?.value();
         if let Some(v) = t.get(&id).map_err(|x| index.error(x))? {
-            out.push(ResourceRecord::decode(v.value(), index.path())?);
+            out.push(decode(index, v.value())?);
         }
     }
     out.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
@@ -128,7 +136,7 @@ pub(crate) fn all(index: &Index) -> Result<Vec<ResourceRecord>> {
     let mut out = Vec::new();
     for entry in t.iter().map_err(|x| index.error(x))? {
         let (_, v) = entry.map_err(|x| index.error(x))?;
-        out.push(ResourceRecord::decode(v.value(), index.path())?);
+        out.push(decode(index, v.value())?);
     }
     Ok(out)
 }
