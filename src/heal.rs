@@ -318,7 +318,7 @@ pub(crate) fn salvage(index: &Index, from: Option<&ReadTransaction>) -> Result<S
 mod tests {
     use super::*;
     use crate::artifact::ResourceRecord;
-    use crate::identity::Identity;
+    use crate::artifact::record::inline_record_for_test;
 
     /// The damaged files kept beside the index at `path`, oldest name first.
     fn kept_aside(path: &Path) -> Vec<std::path::PathBuf> {
@@ -334,21 +334,6 @@ mod tests {
             .collect();
         out.sort();
         out
-    }
-
-    fn record(bytes: &[u8]) -> ResourceRecord {
-        ResourceRecord {
-            id: uuid::Uuid::new_v4(),
-            run: Identity::from_bytes([4; 32]),
-            name: "r".into(),
-            description: String::new(),
-            created_at: "2026-11-22T08:00:00Z".into(),
-            updated_at: "2026-11-22T08:00:00Z".into(),
-            backend: Backend::Inline,
-            uri: String::new(),
-            size_bytes: bytes.len() as u64,
-            content_hash: sha256_hex(bytes),
-        }
     }
 
     fn put(index: &Index, rec: &ResourceRecord, bytes: Option<&[u8]>) {
@@ -372,11 +357,11 @@ mod tests {
         let t = Duration::from_secs(1);
         let (old, _) = Index::open(&dir.path().join("old.redb"), t).unwrap();
         let (new, _) = Index::open(&dir.path().join("new.redb"), t).unwrap();
-        let good = record(b"good bytes");
-        let other_hash = record(b"same size!");
-        let other_size = record(b"short");
-        let missing = record(b"nowhere");
-        let present = record(b"already here");
+        let good = inline_record_for_test(b"good bytes");
+        let other_hash = inline_record_for_test(b"same size!");
+        let other_size = inline_record_for_test(b"short");
+        let missing = inline_record_for_test(b"nowhere");
+        let present = inline_record_for_test(b"already here");
         put(&old, &good, Some(b"good bytes"));
         put(&old, &other_hash, Some(b"SAME SIZE!"));
         put(&old, &other_size, Some(b"longer than recorded"));

@@ -12,7 +12,7 @@
 )]
 mod harness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use harness::{Rng, State, assert_runs_whole, cairn_cmd, copy_tree, open, run};
 
@@ -39,6 +39,42 @@ fn build(root: &Path) -> State {
     }
     drop((store, fs));
     State::of(root)
+}
+
+/// A store under `<dir>/live/store` and a pristine copy of `live` in `<dir>/template`: each
+/// damage is tried on a fresh copy.
+struct Fixture {
+    live: PathBuf,
+    template: PathBuf,
+    root: PathBuf,
+    index: PathBuf,
+    /// What the store holds.
+    before: State,
+}
+
+impl Fixture {
+    fn new(dir: &Path) -> Self {
+        let live = dir.join("live");
+        let root = live.join("store");
+        std::fs::create_dir_all(&root).unwrap();
+        let before = build(&root);
+        let template = dir.join("template");
+        copy_tree(&live, &template);
+        Fixture {
+            index: root.join(".cairn/index.redb"),
+            live,
+            template,
+            root,
+            before,
+        }
+    }
+
+    /// Puts the pristine store back, with `index` as its index file's bytes.
+    fn reset(&self, index: &[u8]) {
+        std::fs::remove_dir_all(&self.live).unwrap();
+        copy_tree(&self.template, &self.live);
+        std::fs::write(&self.index, index).unwrap();
+    }
 }
 
 /// The damages tried: a name and the bytes of the damaged file.
@@ -102,14 +138,9 @@ fn said_count(stderr: &str, what: &str) -> usize {
 #[test]
 fn a_damaged_index_heals_itself_and_loses_nothing_the_directories_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let root = live.join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let before = build(&root);
+    let fx = Fixture::new(dir.path());
+    let (root, index, before) = (fx.root.clone(), fx.index.clone(), fx.before.clone());
     let inline = before.resources.len() / 2;
-    let template = dir.path().join("template");
-    copy_tree(&live, &template);
-    let index = root.join(".cairn/index.redb");
     let original = std::fs::read(&index).unwrap();
     let last_byte_cut = format!("truncated to {} bytes", original.len() - 1);
     let mut all = damages(&original);
@@ -117,9 +148,7 @@ fn a_damaged_index_heals_itself_and_loses_nothing_the_directories_hold() {
     let (mut on_open, mut on_use, mut harmless) = (0, 0, 0);
     let (mut salvaged, mut inline_lost, mut inline_failed_reads) = (0, 0, 0);
     for (damage, bytes) in all {
-        std::fs::remove_dir_all(&live).unwrap();
-        copy_tree(&template, &live);
-        std::fs::write(&index, &bytes).unwrap();
+        fx.reset(&bytes);
 
         // `ls` reads every run record, `verify --contents` every resource record and byte. No
         // manual step follows: whatever they find they heal.
@@ -291,19 +320,12 @@ fn a_failing_read_is_an_error_not_a_heal() {
 #[test]
 fn a_heal_killed_at_any_step_is_completed_by_the_next_command() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let root = live.join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let before = build(&root);
-    let template = dir.path().join("template");
-    copy_tree(&live, &template);
-    let index = root.join(".cairn/index.redb");
-    let (_, damaged) = run_records_scrambled(&std::fs::read(&index).unwrap());
+    let fx = Fixture::new(dir.path());
+    let (root, before) = (fx.root.clone(), fx.before.clone());
+    let (_, damaged) = run_records_scrambled(&std::fs::read(&fx.index).unwrap());
     let mut n = 1;
     loop {
-        std::fs::remove_dir_all(&live).unwrap();
-        copy_tree(&template, &live);
-        std::fs::write(&index, &damaged).unwrap();
+        fx.reset(&damaged);
         let point = format!("*=abort@{n}");
         let mut cmd = cairn_cmd(&root, &["ls"]);
         cmd.env("CAIRN_FAILPOINTS", &point);
@@ -346,18 +368,11 @@ fn a_heal_killed_at_any_step_is_completed_by_the_next_command() {
 #[test]
 fn processes_finding_the_same_damage_heal_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("live");
-    let root = live.join("store");
-    std::fs::create_dir_all(&root).unwrap();
-    let before = build(&root);
-    let template = dir.path().join("template");
-    copy_tree(&live, &template);
-    let index = root.join(".cairn/index.redb");
-    let (_, damaged) = run_records_scrambled(&std::fs::read(&index).unwrap());
+    let fx = Fixture::new(dir.path());
+    let (root, before) = (fx.root.clone(), fx.before.clone());
+    let (_, damaged) = run_records_scrambled(&std::fs::read(&fx.index).unwrap());
     for round in 0..5 {
-        std::fs::remove_dir_all(&live).unwrap();
-        copy_tree(&template, &live);
-        std::fs::write(&index, &damaged).unwrap();
+        fx.reset(&damaged);
         let children: Vec<_> = (0..4)
             .map(|_| {
                 let mut cmd = cairn_cmd(&root, &["ls"]);

@@ -360,23 +360,7 @@ impl Seek for ResourceReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::artifact::record::Backend;
-    use crate::identity::Identity;
-
-    fn record(bytes: &[u8]) -> ResourceRecord {
-        ResourceRecord {
-            id: uuid::Uuid::from_u128(7),
-            run: Identity::from_bytes([3; 32]),
-            name: "r".into(),
-            description: String::new(),
-            created_at: "2026-11-22T08:00:00Z".into(),
-            updated_at: "2026-11-22T08:00:00Z".into(),
-            backend: Backend::Inline,
-            uri: String::new(),
-            size_bytes: bytes.len() as u64,
-            content_hash: sha256_hex(bytes),
-        }
-    }
+    use crate::artifact::record::inline_record_for_test;
 
     fn copy(rec: &ResourceRecord, mut source: &[u8]) -> (Result<()>, Vec<u8>) {
         let mut out = Vec::new();
@@ -395,7 +379,7 @@ mod tests {
         // Around the chunk boundary, where the loop turns.
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3] {
             let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-            let rec = record(&bytes);
+            let rec = inline_record_for_test(&bytes);
             let (r, out) = copy(&rec, &bytes);
             assert!(r.is_ok() && out == bytes, "{len}");
 

@@ -223,6 +223,23 @@ pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// An inline record of `bytes` with a fresh id, for unit tests.
+#[cfg(test)]
+pub(crate) fn inline_record_for_test(bytes: &[u8]) -> ResourceRecord {
+    ResourceRecord {
+        id: Uuid::new_v4(),
+        run: Identity::from_bytes([3; 32]),
+        name: "r".into(),
+        description: String::new(),
+        created_at: "2026-11-22T08:00:00Z".into(),
+        updated_at: "2026-11-22T08:00:00Z".into(),
+        backend: Backend::Inline,
+        uri: String::new(),
+        size_bytes: bytes.len() as u64,
+        content_hash: crate::artifact::sha256_hex(bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
