@@ -237,6 +237,23 @@ impl Store {
         }
     }
 
+    /// Runs `op`, a whole operation that a failure part-way leaves resumable (push, fetch,
+    /// evict, migrate, gc, repair: FORMAT.md §9), and when it finds the index damaged, heals the
+    /// index and runs `op` once more.
+    pub(crate) fn healing<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(Error::IndexDamaged { path, what }) => {
+                let damaged = self.try_index_for_lookups()?.ok_or_else(|| self.busy())?;
+                if self.heal(damaged, &what)? {
+                    op()
+                } else {
+                    Err(Error::IndexDamaged { path, what })
+                }
+            }
+            done => done,
+        }
+    }
+
     /// Heals the index `damaged` found damaged on use (unless another process or thread did)
     /// and retires its handle; false when this store may heal no more.
     fn heal(&self, damaged: &Index, what: &str) -> Result<bool> {
@@ -608,7 +625,7 @@ impl Store {
 
     /// Fixes what [`Store::verify`] finds when the fix needs no guessing.
     pub fn repair(&self, schemas: &Schemas, opts: RepairOptions) -> Result<RepairReport> {
-        repair::repair(self, schemas, opts)
+        self.healing(|| repair::repair(self, schemas, opts))
     }
 
     /// Index records matching `query`, in identity order unless it sorts.

@@ -398,3 +398,23 @@ fn processes_finding_the_same_damage_heal_it_once() {
         assert_eq!(State::of(&root), before, "round {round}");
     }
 }
+
+/// A whole operation outside the per-call healing (here `whereis`; push, fetch, evict,
+/// migrate, gc and repair go through the same path) that finds the index damaged heals it and
+/// runs once more: the caller gets the answer, not the damage.
+#[test]
+fn a_whole_operation_heals_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new(dir.path());
+    let (_, damaged) = run_records_scrambled(&std::fs::read(&fx.index).unwrap());
+    fx.reset(&damaged);
+    let store = open(&fx.root);
+    for hex in fx.before.runs.keys() {
+        let id: cairn::Identity = hex.parse().unwrap();
+        let w = store.whereis(&id).unwrap();
+        assert_eq!(w.map(|w| w.identity), Some(id));
+    }
+    assert_eq!(kept_aside(&fx.root), 1);
+    drop(store);
+    assert_eq!(State::of(&fx.root), fx.before);
+}

@@ -84,6 +84,11 @@ impl Store {
     /// Removes artifact files no record names, and stale staging files, older than the grace
     /// period.
     pub fn gc_artifacts(&self, opts: &GcOptions) -> Result<GcReport> {
+        self.healing(|| self.gc_artifacts_once(opts))
+    }
+
+    /// [`Store::gc_artifacts`], once.
+    fn gc_artifacts_once(&self, opts: &GcOptions) -> Result<GcReport> {
         let start = Instant::now();
         let root = self.artifacts.read_root();
         let mut report = GcReport {

@@ -152,6 +152,15 @@ impl Store {
         opts: &MigrateOptions,
         progress: &dyn Fn(u64, u64),
     ) -> Result<MigrateReport> {
+        self.healing(|| self.migrate_artifacts_once(opts, progress))
+    }
+
+    /// [`Store::migrate_artifacts`], once.
+    fn migrate_artifacts_once(
+        &self,
+        opts: &MigrateOptions,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<MigrateReport> {
         let start = Instant::now();
         if opts.to == Backend::Remote {
             return Err(Error::InvalidConfig {

@@ -46,6 +46,11 @@ impl Store {
     /// is checked now to have its manifest, every object at its size, and every local file and
     /// artifact of the run in that manifest. Returns the remote that confirmed the copy.
     pub fn evict(&self, identity: &Identity, opts: &EvictOptions) -> Result<Option<String>> {
+        self.healing(|| self.evict_once(identity, opts))
+    }
+
+    /// [`Store::evict`], once.
+    fn evict_once(&self, identity: &Identity, opts: &EvictOptions) -> Result<Option<String>> {
         let index = self.index()?;
         let mut rec = index
             .get(identity)?

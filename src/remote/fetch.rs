@@ -50,6 +50,16 @@ impl Store {
         from: Option<&str>,
         progress: Progress<'_>,
     ) -> Result<u64> {
+        self.healing(|| self.fetch_once(identity, from, progress))
+    }
+
+    /// [`Store::fetch`], once.
+    fn fetch_once(
+        &self,
+        identity: &Identity,
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<u64> {
         match self.fetch_unrecorded(identity, from, progress)? {
             None => Ok(0),
             Some(f) => {
@@ -72,6 +82,16 @@ impl Store {
     /// Fetches `runs` as [`Store::fetch`] does, several at once, and records them in the index
     /// in one transaction. A run that fails is reported and the others go on.
     pub fn fetch_many(
+        &self,
+        runs: &[Identity],
+        from: Option<&str>,
+        progress: Progress<'_>,
+    ) -> Result<FetchReport> {
+        self.healing(|| self.fetch_many_once(runs, from, progress))
+    }
+
+    /// [`Store::fetch_many`], once.
+    fn fetch_many_once(
         &self,
         runs: &[Identity],
         from: Option<&str>,

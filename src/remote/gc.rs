@@ -58,6 +58,11 @@ impl Store {
     /// that commits meanwhile keeps its objects. The remote is taken to be cairn's alone:
     /// any other unreferenced key under it is collected too.
     pub fn gc_remote(&self, name: &str, opts: &GcOptions) -> Result<RemoteGcReport> {
+        self.healing(|| self.gc_remote_once(name, opts))
+    }
+
+    /// [`Store::gc_remote`], once.
+    fn gc_remote_once(&self, name: &str, opts: &GcOptions) -> Result<RemoteGcReport> {
         let start = Instant::now();
         let remote = self.remote(name)?;
         let mut report = RemoteGcReport {

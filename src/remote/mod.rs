@@ -214,6 +214,11 @@ impl Store {
 
     /// Where run `identity` is, and which remotes hold verified copies.
     pub fn whereis(&self, identity: &Identity) -> Result<Option<Whereis>> {
+        self.healing(|| self.whereis_once(identity))
+    }
+
+    /// [`Store::whereis`], once.
+    fn whereis_once(&self, identity: &Identity) -> Result<Option<Whereis>> {
         let index = self.index()?;
         let Some(rec) = index.get(identity)? else {
             return Ok(None);

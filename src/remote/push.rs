@@ -42,6 +42,16 @@ impl Store {
         name: &str,
         progress: Progress<'_>,
     ) -> Result<PushReport> {
+        self.healing(|| self.push_once(runs, name, progress))
+    }
+
+    /// [`Store::push`], once.
+    fn push_once(
+        &self,
+        runs: &[Identity],
+        name: &str,
+        progress: Progress<'_>,
+    ) -> Result<PushReport> {
         let remote = self.remote(name)?;
         let index = self.index()?;
         let mut report = PushReport::default();

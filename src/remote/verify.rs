@@ -40,6 +40,11 @@ impl Store {
     /// verification time; damaged or missing ones are dropped from the index, so that evict no
     /// longer counts them.
     pub fn verify_remote(&self, name: &str) -> Result<RemoteReport> {
+        self.healing(|| self.verify_remote_once(name))
+    }
+
+    /// [`Store::verify_remote`], once.
+    fn verify_remote_once(&self, name: &str) -> Result<RemoteReport> {
         let remote = self.remote(name)?;
         let index = self.index()?;
         let mut runs: BTreeSet<Identity> = copies::all(index)?
