@@ -845,16 +845,34 @@ impl Index {
 
     /// The record of `identity`.
     pub fn get(&self, identity: &Identity) -> Result<Option<RunRecord>> {
-        self.get_with(identity, &|_| Ok(true))
+        let l = self.lookups()?;
+        self.record_in(&l, identity)
     }
 
-    /// [`Index::get`], calling `before_fresh` if it cannot reuse the kept snapshot.
-    pub(crate) fn get_with(
+    /// The current identity of a run re-keyed away from `old`.
+    pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
+        let l = self.lookups()?;
+        self.alias_in(&l, old)
+    }
+
+    /// The record of `identity`, or of the run re-keyed away from it, from one snapshot;
+    /// `before_fresh` is called if the kept snapshot cannot be reused.
+    pub(crate) fn lookup_with(
         &self,
         identity: &Identity,
         before_fresh: &BeforeFresh<'_>,
     ) -> Result<Option<RunRecord>> {
         let l = self.lookups_with(before_fresh)?;
+        match self.record_in(&l, identity)? {
+            Some(rec) => Ok(Some(rec)),
+            None => match self.alias_in(&l, identity)? {
+                Some(current) => self.record_in(&l, &current),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn record_in(&self, l: &Lookups, identity: &Identity) -> Result<Option<RunRecord>> {
         match l
             .runs
             .get(identity.as_bytes())
@@ -865,18 +883,7 @@ impl Index {
         }
     }
 
-    /// The current identity of a run re-keyed away from `old`.
-    pub fn alias(&self, old: &Identity) -> Result<Option<Identity>> {
-        self.alias_with(old, &|_| Ok(true))
-    }
-
-    /// [`Index::alias`], calling `before_fresh` if it cannot reuse the kept snapshot.
-    pub(crate) fn alias_with(
-        &self,
-        old: &Identity,
-        before_fresh: &BeforeFresh<'_>,
-    ) -> Result<Option<Identity>> {
-        let l = self.lookups_with(before_fresh)?;
+    fn alias_in(&self, l: &Lookups, old: &Identity) -> Result<Option<Identity>> {
         Ok(l.aliases
             .get(old.as_bytes())
             .map_err(|e| redb_error(&self.path, e))?

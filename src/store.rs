@@ -283,14 +283,7 @@ impl Store {
     /// applied only when the lookup cannot reuse the kept snapshot: every inbox writer touches
     /// the index file, which makes the kept snapshot stale (FORMAT.md §5.1).
     pub(crate) fn lookup(&self, index: &Index, identity: &Identity) -> Result<Option<RunRecord>> {
-        let drain = |index: &Index| self.drain_inbox(index);
-        match index.get_with(identity, &drain)? {
-            Some(rec) => Ok(Some(rec)),
-            None => match index.alias_with(identity, &drain)? {
-                Some(current) => index.get_with(&current, &drain),
-                None => Ok(None),
-            },
-        }
+        index.lookup_with(identity, &|index: &Index| self.drain_inbox(index))
     }
 
     fn index_timeout(&self) -> Duration {

@@ -4,27 +4,18 @@
 //! bytes, and a retry completes.
 #![cfg(feature = "failpoints")]
 
+#[path = "support/harness.rs"]
+#[allow(
+    dead_code,
+    reason = "shared test support; each test file uses part of it"
+)]
+mod harness;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use cairn::Model;
 use cairn::artifact::{Backend, ResourceRecord, SIDECAR_DIR};
-use cairn::{Model, Store};
-
-fn cairn(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.arg("--root").arg(root).args(args);
-    cmd.env_remove("CAIRN_FAILPOINTS")
-        .env_remove("CAIRN_ARTIFACT_BACKEND")
-        .env_remove("CAIRN_ARTIFACT_FS_ROOT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn open(root: &Path) -> Store {
-    Store::builder(root).ignore_artifact_env().open().unwrap()
-}
+use harness::{cairn_env as cairn, open};
 
 fn setup(root: &Path) -> (cairn::Run, PathBuf, Vec<u8>) {
     let store = open(root);

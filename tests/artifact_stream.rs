@@ -3,31 +3,18 @@
 //! requested name; the streaming writer fsyncs the complete staging file before renaming it
 //! into its shard (failpoint tests, feature `failpoints`).
 
+#[path = "support/harness.rs"]
+#[allow(
+    dead_code,
+    reason = "shared test support; each test file uses part of it"
+)]
+mod harness;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use cairn::artifact::Backend;
 use cairn::{Model, Store};
-
-fn cairn(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    cmd.arg("--root").arg(root).args(args);
-    cmd.env_remove("CAIRN_FAILPOINTS")
-        .env_remove("CAIRN_ARTIFACT_BACKEND")
-        .env_remove("CAIRN_ARTIFACT_FS_ROOT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn open(root: &Path, backend: Backend) -> Store {
-    Store::builder(root)
-        .ignore_artifact_env()
-        .artifact_backend(backend)
-        .open()
-        .unwrap()
-}
+use harness::{cairn_env as cairn, open_with as open};
 
 fn run(store: &Store) -> cairn::Run {
     let model = Model::new("train")

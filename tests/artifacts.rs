@@ -1,19 +1,19 @@
 //! Resources end to end through the library: both backends, switching backends, updates,
 //! migration, reindex, gc, hostile records and content checks.
 
+#[path = "support/harness.rs"]
+#[allow(
+    dead_code,
+    reason = "shared test support; each test file uses part of it"
+)]
+mod harness;
+
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use cairn::artifact::{Backend, GcOptions, MigrateOptions, ResourceFindingKind};
 use cairn::{Error, Model, Run, Store};
-
-fn open(root: &Path, backend: Backend) -> Store {
-    Store::builder(root)
-        .ignore_artifact_env()
-        .artifact_backend(backend)
-        .open()
-        .unwrap()
-}
+use harness::open_with as open;
 
 fn run(store: &Store, lr: f64) -> Run {
     let model = Model::new("train")

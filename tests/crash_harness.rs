@@ -14,6 +14,10 @@
 #![cfg(feature = "failpoints")]
 
 #[path = "support/harness.rs"]
+#[allow(
+    dead_code,
+    reason = "shared test support; each test file uses part of it"
+)]
 mod harness;
 
 use std::collections::BTreeMap;
@@ -131,6 +135,14 @@ fn kept_and_readable(fix: &Fix, before: &State, _out: &Output) {
     assert_runs_whole(&fix.root, "after the crash");
     assert_runs_kept(fix, before, "after the crash");
     assert_resources_readable(&fix.root, before, &[], "after the crash");
+}
+
+/// After a rerun of a migration: every resource readable and in `to`.
+fn migrated(fix: &Fix, before: &State, to: cairn::artifact::Backend) {
+    assert_resources_readable(&fix.root, before, &[], "after the rerun");
+    for rec in open(&fix.root).all_resources().unwrap() {
+        assert_eq!(rec.backend, to);
+    }
 }
 
 /// The checks after a stop of an operation that may move bytes away: whole directories, no run
@@ -296,13 +308,7 @@ const SCENARIOS: &[Scenario] = &[
             (cmd, Vec::new())
         },
         after_crash: kept_and_readable,
-        finish: |fix, before| {
-            assert_resources_readable(&fix.root, before, &[], "after the rerun");
-            let store = open(&fix.root);
-            for rec in store.all_resources().unwrap() {
-                assert_eq!(rec.backend, cairn::artifact::Backend::Filesystem);
-            }
-        },
+        finish: |fix, before| migrated(fix, before, cairn::artifact::Backend::Filesystem),
     },
     Scenario {
         name: "migrate --to inline",
@@ -315,13 +321,7 @@ const SCENARIOS: &[Scenario] = &[
             (cmd, Vec::new())
         },
         after_crash: kept_and_readable,
-        finish: |fix, before| {
-            assert_resources_readable(&fix.root, before, &[], "after the rerun");
-            let store = open(&fix.root);
-            for rec in store.all_resources().unwrap() {
-                assert_eq!(rec.backend, cairn::artifact::Backend::Inline);
-            }
-        },
+        finish: |fix, before| migrated(fix, before, cairn::artifact::Backend::Inline),
     },
     Scenario {
         name: "push",

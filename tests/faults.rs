@@ -9,7 +9,7 @@
 #[path = "support/harness.rs"]
 #[allow(
     dead_code,
-    reason = "shared with the crash harness, which uses all of it"
+    reason = "shared test support; each test file uses part of it"
 )]
 mod harness;
 

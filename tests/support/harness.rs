@@ -18,6 +18,13 @@ pub fn cairn_cmd(root: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs [`cairn_cmd`] with the extra environment `env`; returns its output.
+pub fn cairn_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = cairn_cmd(root, args);
+    cmd.envs(env.iter().copied());
+    cmd.output().unwrap()
+}
+
 /// Runs `cmd`, feeding `stdin`; returns its output.
 pub fn run(mut cmd: Command, stdin: &[u8]) -> Output {
     use std::io::Write;
@@ -47,6 +54,15 @@ pub fn cairn_ok(root: &Path, args: &[&str]) -> String {
 /// Opens the store as a reader would, ignoring the environment's artifact settings.
 pub fn open(root: &Path) -> Store {
     Store::builder(root).ignore_artifact_env().open().unwrap()
+}
+
+/// The store at `root` writing new resource bytes to `backend`, whatever the environment says.
+pub fn open_with(root: &Path, backend: cairn::artifact::Backend) -> Store {
+    Store::builder(root)
+        .ignore_artifact_env()
+        .artifact_backend(backend)
+        .open()
+        .unwrap()
 }
 
 /// What a store holds: run identity → location, resource id → (run, size, sha256).
