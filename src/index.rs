@@ -21,7 +21,6 @@ use crate::canonical::Value;
 use crate::error::{Error, Result};
 use crate::identity::{Identity, Prefix};
 use crate::run::IdHeader;
-use crate::walk::DirState;
 
 /// Version of the table layout and record encoding; an index of another version is rebuilt.
 pub const INDEX_SCHEMA_VERSION: u64 = 3;
@@ -425,14 +424,27 @@ pub(crate) enum Opened {
 /// Where the helper thread delivers the opened index.
 type OpenResult = mpsc::Receiver<Result<(Index, Opened)>>;
 
-/// Run locations → (identity, mtime), the states of the other directories, and whether the runs
-/// table holds exactly the runs the locations table names (false: a damaged or hand-edited
-/// index, which only a full rebuild repairs).
-pub(crate) type Snapshot = (
-    HashMap<String, (Identity, u64)>,
-    HashMap<String, DirState>,
-    bool,
-);
+/// What a reindex starts from: one read snapshot of the index.
+pub(crate) struct Snapshot {
+    /// Every run: (location, identity, directory mtime), in location order.
+    pub(crate) runs: Vec<(String, Identity, u64)>,
+    /// Every other directory: (location, mtime, subdirectory names `\0`-separated), in
+    /// location order.
+    pub(crate) dirs: Vec<(String, u64, String)>,
+    /// Whether the runs table holds exactly the runs the locations table names (false: a
+    /// damaged or hand-edited index, which only a full rebuild repairs).
+    pub(crate) tables_agree: bool,
+    /// Whether the schema version is written, which only a completed rebuild does (§5.2).
+    pub(crate) built: bool,
+}
+
+/// A run as a rebuild loads it: its record, the record's encoding, and its directory's mtime.
+#[derive(Clone, Copy)]
+pub(crate) struct Loaded<'a> {
+    pub(crate) record: &'a RunRecord,
+    pub(crate) encoded: &'a [u8],
+    pub(crate) mtime_ns: u64,
+}
 
 /// An index opened on a helper thread. redb's open waits, without bound, while another process
 /// is inside a write transaction; this bounds the caller's wait. For one timeout after a wait has
@@ -660,14 +672,12 @@ impl Index {
             file,
             lookups: Mutex::new(None),
         };
+        // An index of another version is emptied, and its version removed: only a completed
+        // rebuild writes the version (`Index::replace_all`), so a rebuild that stops part-way
+        // leaves an index the next open rebuilds again, never one that looks current.
         let opened = index.write(|txn| {
             let meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
-            let version = meta
-                .get(SCHEMA_KEY)
-                .map_err(|e| redb_error(path, e))?
-                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-                .map(u64::from_le_bytes);
-            if version == Some(INDEX_SCHEMA_VERSION) {
+            if schema_version(&meta, path)? == Some(INDEX_SCHEMA_VERSION) {
                 return Ok(Opened::Current);
             }
             drop(meta);
@@ -680,8 +690,7 @@ impl Index {
             }
             clear_tables(txn, path)?;
             let mut meta = txn.open_table(META).map_err(|e| redb_error(path, e))?;
-            meta.insert(SCHEMA_KEY, INDEX_SCHEMA_VERSION.to_le_bytes().as_slice())
-                .map_err(|e| redb_error(path, e))?;
+            meta.remove(SCHEMA_KEY).map_err(|e| redb_error(path, e))?;
             Ok(Opened::Empty)
         })?;
         if opened == Opened::Current && repaired.load(std::sync::atomic::Ordering::Relaxed) {
@@ -709,7 +718,7 @@ impl Index {
         #[cfg(feature = "failpoints")]
         return builder.create_with_backend(crate::index_faults::FaultyFile::open(path)?);
         #[cfg(not(feature = "failpoints"))]
-        builder.create(path)
+        builder.create_with_backend(crate::index_file::IndexFile::open(path)?)
     }
 
     /// The index file.
@@ -751,6 +760,15 @@ impl Index {
     /// refused as [`Error::IndexDamaged`] before `f` runs: the store then reopens the index and
     /// retries, so no commit lands in a file that was moved aside.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        self.write_freeing(|txn| Ok((f(txn)?, ())))
+    }
+
+    /// [`Index::write`] where `f` also hands back what it no longer needs, which is freed on
+    /// another thread while the commit writes and syncs (a rebuild's records).
+    pub(crate) fn write_freeing<T, G: Send>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(T, G)>,
+    ) -> Result<T> {
         let txn = self.write_slot()?;
         if !self.is_current()? {
             return Err(Error::IndexDamaged {
@@ -759,9 +777,15 @@ impl Index {
             });
         }
         *self.lookups.lock().expect("lookup lock") = None;
-        let out = f(&txn)?;
+        let (out, garbage) = f(&txn)?;
         crate::durable::failpoint("index.before_commit")?;
-        txn.commit().map_err(|e| redb_error(&self.path, e))?;
+        std::thread::scope(|s| {
+            if std::mem::needs_drop::<G>() {
+                s.spawn(move || drop(garbage));
+            }
+            txn.commit()
+        })
+        .map_err(|e| redb_error(&self.path, e))?;
         Ok(out)
     }
 
@@ -1040,30 +1064,64 @@ impl Index {
         Ok(out)
     }
 
-    /// The stored encoding (FORMAT.md §5.2) of each of `identities`, `None` where missing;
-    /// fetched in parallel chunks, each in one read snapshot.
-    pub(crate) fn encoded_many(&self, identities: &[Identity]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// For each `(identity, encoding)` of `runs` (sorted by identity, unique), whether the runs
+    /// table holds exactly that encoding; compared in place, from one snapshot per thread.
+    /// When `runs` covers much of the table, its range is scanned in two halves on two threads;
+    /// else each identity is looked up.
+    pub(crate) fn same_encodings(&self, runs: &[(Identity, &[u8])]) -> Result<Vec<bool>> {
         use rayon::prelude::*;
-        let chunks: Vec<Result<Vec<Option<Vec<u8>>>>> = identities
-            .par_chunks(4096)
-            .map(|chunk| {
-                let runs = self.read(RUNS)?;
-                chunk
-                    .iter()
-                    .map(|id| {
-                        Ok(runs
-                            .get(id.as_bytes())
-                            .map_err(|e| redb_error(&self.path, e))?
-                            .map(|v| v.value().to_vec()))
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut out = Vec::with_capacity(identities.len());
-        for c in chunks {
-            out.extend(c?);
+        let table = self.read(RUNS)?;
+        let stored = table.len().map_err(|e| redb_error(&self.path, e))?;
+        if (runs.len() as u64) * 16 < stored {
+            return runs
+                .par_chunks(4096)
+                .map(|chunk| {
+                    let table = self.read(RUNS)?;
+                    chunk
+                        .iter()
+                        .map(|(id, encoded)| {
+                            let got = table
+                                .get(id.as_bytes())
+                                .map_err(|e| redb_error(&self.path, e))?;
+                            Ok(got.is_some_and(|v| v.value() == *encoded))
+                        })
+                        .collect::<Result<Vec<bool>>>()
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(|parts| parts.concat());
         }
-        Ok(out)
+        let (low, high) = runs.split_at(runs.len() / 2);
+        let (low, high) = rayon::join(|| self.same_in_range(low), || self.same_in_range(high));
+        let mut same = low?;
+        same.extend(high?);
+        Ok(same)
+    }
+
+    /// [`Index::same_encodings`] by one scan of the range `runs` spans.
+    fn same_in_range(&self, runs: &[(Identity, &[u8])]) -> Result<Vec<bool>> {
+        let (Some((first, _)), Some((last, _))) = (runs.first(), runs.last()) else {
+            return Ok(Vec::new());
+        };
+        let e = |e| redb_error(&self.path, e);
+        let table = self.read(RUNS)?;
+        let mut stored = table
+            .range::<&[u8; 32]>(first.as_bytes()..=last.as_bytes())
+            .map_err(e)?;
+        let mut next = stored.next().transpose().map_err(e)?;
+        let mut same = Vec::with_capacity(runs.len());
+        for (id, encoded) in runs {
+            while next
+                .as_ref()
+                .is_some_and(|(k, _)| k.value() < *id.as_bytes())
+            {
+                next = stored.next().transpose().map_err(e)?;
+            }
+            same.push(
+                next.as_ref()
+                    .is_some_and(|(k, v)| k.value() == *id.as_bytes() && v.value() == *encoded),
+            );
+        }
+        Ok(same)
     }
 
     /// The first `limit` records in identity order whose encoding satisfies `keep`, as
@@ -1091,50 +1149,38 @@ impl Index {
         Ok(out)
     }
 
-    /// Location → (identity, mtime) of every run, and the state of every other directory: what
-    /// an incremental walk needs.
+    /// Every run's location, identity and mtime, and every other directory's location, mtime
+    /// and subdirectory names (`\0`-separated), each in location order: what a reindex starts
+    /// from.
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
-        // Both tables from one snapshot.
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        let locs = txn
-            .open_table(LOCATIONS)
-            .map_err(|e| redb_error(&self.path, e))?;
-        let mut runs = HashMap::with_capacity(locs.len().unwrap_or(0) as usize);
-        for entry in locs.iter().map_err(|e| redb_error(&self.path, e))? {
-            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+        let p = &self.path;
+        // Every table from one snapshot.
+        let txn = self.db.begin_read().map_err(|e| redb_error(p, e))?;
+        let locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
+        let mut runs = Vec::with_capacity(locs.len().unwrap_or(0) as usize);
+        for entry in locs.iter().map_err(|e| redb_error(p, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(p, e))?;
             let (id, mtime) = v.value();
-            runs.insert(k.value().to_owned(), (Identity::from_bytes(id), mtime));
+            runs.push((k.value().to_owned(), Identity::from_bytes(id), mtime));
         }
-        let dirs_t = txn
-            .open_table(DIRS)
-            .map_err(|e| redb_error(&self.path, e))?;
-        let mut dirs = HashMap::new();
-        for entry in dirs_t.iter().map_err(|e| redb_error(&self.path, e))? {
-            let (k, v) = entry.map_err(|e| redb_error(&self.path, e))?;
+        let dirs_table = txn.open_table(DIRS).map_err(|e| redb_error(p, e))?;
+        let mut dirs = Vec::new();
+        for entry in dirs_table.iter().map_err(|e| redb_error(p, e))? {
+            let (k, v) = entry.map_err(|e| redb_error(p, e))?;
             let (mtime, names) = v.value();
-            let subdirs = names
-                .split('\0')
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect();
-            dirs.insert(
-                k.value().to_owned(),
-                DirState {
-                    mtime_ns: mtime,
-                    subdirs: Some(subdirs),
-                    recent: mtime == 0,
-                },
-            );
+            dirs.push((k.value().to_owned(), mtime, names.to_owned()));
         }
         let run_count = txn
             .open_table(RUNS)
             .and_then(|t| Ok(t.len()?))
-            .map_err(|e| redb_error(&self.path, e))?;
-        let agree = run_count == runs.len() as u64;
-        Ok((runs, dirs, agree))
+            .map_err(|e| redb_error(p, e))?;
+        let meta = txn.open_table(META).map_err(|e| redb_error(p, e))?;
+        Ok(Snapshot {
+            tables_agree: run_count == runs.len() as u64,
+            built: schema_version(&meta, p)? == Some(INDEX_SCHEMA_VERSION),
+            runs,
+            dirs,
+        })
     }
 
     /// Inserts or replaces one run (a new run, or one found moved); `mtime_ns` 0 means "revisit
@@ -1205,89 +1251,129 @@ impl Index {
         Ok(())
     }
 
-    /// Replaces the whole content with `records` ((record, its encoding, directory mtime), sorted
-    /// by identity, unique) and `dirs`, loading each table through a cursor in key order (redb's
-    /// fast path for bulk loads).
+    /// Replaces every run table with `records` (sorted by identity, unique) and the directory
+    /// states with `dirs` (sorted by location), each table loaded through a cursor in key order
+    /// (redb's fast path for bulk loads), and writes the schema version: the index is then
+    /// built (§5.2). redb lets the tables of one write transaction be used from several
+    /// threads: the tables load on three, the runs table (the largest) with the aliases, the
+    /// locations, and the module table with the directory states.
     pub(crate) fn replace_all(
         &self,
         txn: &WriteTransaction,
-        records: &[(RunRecord, Vec<u8>, u64)],
+        records: &[Loaded<'_>],
         dirs: &[(String, u64, String)],
     ) -> Result<()> {
-        use rayon::slice::ParallelSliceMut;
         let p = &self.path;
         clear_tables(txn, p)?;
-        {
-            let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
-            let mut cursor = runs
-                .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
+        std::thread::scope(|s| {
+            let runs = s.spawn(|| {
+                self.load_runs(txn, records)
+                    .and_then(|()| self.load_aliases(txn, records))
+            });
+            let modules = s.spawn(|| {
+                self.load_modules(txn, records)
+                    .and_then(|()| self.put_dirs(txn, dirs))
+            });
+            let locations = self.load_locations(txn, records);
+            for loaded in [runs.join(), modules.join()] {
+                loaded.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            }
+            locations
+        })?;
+        let mut meta = txn.open_table(META).map_err(|e| redb_error(p, e))?;
+        meta.insert(SCHEMA_KEY, INDEX_SCHEMA_VERSION.to_le_bytes().as_slice())
+            .map_err(|e| redb_error(p, e))?;
+        Ok(())
+    }
+
+    /// Whether the schema version is written in `txn`: a rebuild completed (§5.2).
+    pub(crate) fn built(&self, txn: &WriteTransaction) -> Result<bool> {
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| redb_error(&self.path, e))?;
+        Ok(schema_version(&meta, &self.path)? == Some(INDEX_SCHEMA_VERSION))
+    }
+
+    fn load_runs(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
+        let p = &self.path;
+        let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
+        let mut cursor = runs
+            .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
+            .map_err(|e| redb_error(p, e))?;
+        for r in records {
+            cursor
+                .insert_before(r.record.identity.as_bytes(), r.encoded)
                 .map_err(|e| redb_error(p, e))?;
-            for (rec, bytes, _) in records {
-                cursor
-                    .insert_before(rec.identity.as_bytes(), bytes.as_slice())
-                    .map_err(|e| redb_error(p, e))?;
-            }
-            cursor.close().map_err(|e| redb_error(p, e))?;
         }
-        {
-            let mut by_loc: Vec<(&str, [u8; 32], u64)> = records
-                .iter()
-                .map(|(r, _, m)| (r.location.as_str(), *r.identity.as_bytes(), *m))
-                .collect();
-            by_loc.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
-            let mut cursor = locs
-                .upper_bound_mut(Bound::<&str>::Unbounded)
+        cursor.close().map_err(|e| redb_error(p, e))
+    }
+
+    fn load_locations(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
+        use rayon::slice::ParallelSliceMut;
+        let p = &self.path;
+        let mut by_loc: Vec<(&str, [u8; 32], u64)> = records
+            .iter()
+            .map(|r| {
+                let rec = r.record;
+                (rec.location.as_str(), *rec.identity.as_bytes(), r.mtime_ns)
+            })
+            .collect();
+        by_loc.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
+        let mut cursor = locs
+            .upper_bound_mut(Bound::<&str>::Unbounded)
+            .map_err(|e| redb_error(p, e))?;
+        for (loc, id, mtime) in by_loc {
+            cursor
+                .insert_before(loc, (id, mtime))
                 .map_err(|e| redb_error(p, e))?;
-            for (loc, id, mtime) in by_loc {
-                cursor
-                    .insert_before(loc, (id, mtime))
-                    .map_err(|e| redb_error(p, e))?;
-            }
-            cursor.close().map_err(|e| redb_error(p, e))?;
         }
-        {
-            // Grouped by module without a comparison sort: few modules, and each group keeps
-            // the records' identity order.
-            let mut groups: HashMap<&str, Vec<[u8; 32]>> = HashMap::new();
-            for (r, ..) in records {
-                groups
-                    .entry(r.module.as_str())
-                    .or_default()
-                    .push(*r.identity.as_bytes());
-            }
-            let mut groups: Vec<_> = groups.into_iter().collect();
-            groups.sort_unstable_by_key(|(module, _)| *module);
-            let by_module = groups
-                .into_iter()
-                .flat_map(|(module, ids)| ids.into_iter().map(move |id| (module, id)));
-            let mut modules = txn.open_table(MODULES).map_err(|e| redb_error(p, e))?;
-            let mut cursor = modules
-                .upper_bound_mut(Bound::<(&str, [u8; 32])>::Unbounded)
+        cursor.close().map_err(|e| redb_error(p, e))
+    }
+
+    fn load_modules(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
+        let p = &self.path;
+        // Grouped by module without a comparison sort: few modules, and each group keeps the
+        // records' identity order.
+        let mut groups: HashMap<&str, Vec<[u8; 32]>> = HashMap::new();
+        for r in records {
+            groups
+                .entry(r.record.module.as_str())
+                .or_default()
+                .push(*r.record.identity.as_bytes());
+        }
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_unstable_by_key(|(module, _)| *module);
+        let by_module = groups
+            .into_iter()
+            .flat_map(|(module, ids)| ids.into_iter().map(move |id| (module, id)));
+        let mut modules = txn.open_table(MODULES).map_err(|e| redb_error(p, e))?;
+        let mut cursor = modules
+            .upper_bound_mut(Bound::<(&str, [u8; 32])>::Unbounded)
+            .map_err(|e| redb_error(p, e))?;
+        for key in by_module {
+            cursor
+                .insert_before(key, ())
                 .map_err(|e| redb_error(p, e))?;
-            for key in by_module {
-                cursor
-                    .insert_before(key, ())
-                    .map_err(|e| redb_error(p, e))?;
-            }
-            cursor.close().map_err(|e| redb_error(p, e))?;
         }
-        {
-            let mut pairs: Vec<([u8; 32], [u8; 32])> = records
-                .iter()
-                .flat_map(|(r, ..)| {
-                    r.aliases
-                        .iter()
-                        .map(|a| (*a.as_bytes(), *r.identity.as_bytes()))
-                })
-                .collect();
-            pairs.sort_unstable();
-            let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
-            for (old, new) in pairs {
-                aliases.insert(old, new).map_err(|e| redb_error(p, e))?;
-            }
+        cursor.close().map_err(|e| redb_error(p, e))
+    }
+
+    fn load_aliases(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
+        let p = &self.path;
+        let mut pairs: Vec<([u8; 32], [u8; 32])> = records
+            .iter()
+            .flat_map(|r| {
+                let id = *r.record.identity.as_bytes();
+                r.record.aliases.iter().map(move |a| (*a.as_bytes(), id))
+            })
+            .collect();
+        pairs.sort_unstable();
+        let mut aliases = txn.open_table(ALIASES).map_err(|e| redb_error(p, e))?;
+        for (old, new) in pairs {
+            aliases.insert(old, new).map_err(|e| redb_error(p, e))?;
         }
-        self.put_dirs(txn, dirs)
+        Ok(())
     }
 
     /// Replaces the directory states (sorted by location).
@@ -1352,6 +1438,18 @@ fn stale_location(
 /// Empties the data tables, leaving each present (readers never meet a missing table).
 /// The resource tables (`crate::artifact::tables`) are deliberately not touched: inline bytes
 /// live only there and no rebuild could restore them (FORMAT.md §7.3).
+/// The schema version written in `meta`, if any.
+fn schema_version(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    path: &Path,
+) -> Result<Option<u64>> {
+    Ok(meta
+        .get(SCHEMA_KEY)
+        .map_err(|e| redb_error(path, e))?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(u64::from_le_bytes))
+}
+
 fn clear_tables(txn: &WriteTransaction, path: &Path) -> Result<()> {
     let e = |e: redb::TableError| redb_error(path, e);
     txn.delete_table(RUNS).map_err(e)?;
@@ -1523,8 +1621,17 @@ mod tests {
                 })
                 .unwrap();
         }
-        let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        let (index, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
         assert_eq!(opened, Opened::Empty);
+        drop(index);
+        // Emptied, the index is not current until a rebuild completes: one that stops before
+        // leaves an index the next open rebuilds again.
+        let (index, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
+        assert_eq!(opened, Opened::Empty);
+        assert!(!index.snapshot().unwrap().built);
+        index.write(|txn| index.replace_all(txn, &[], &[])).unwrap();
+        assert!(index.snapshot().unwrap().built);
+        drop(index);
         let (_, opened) = Index::open(&path, Duration::from_secs(1)).unwrap();
         assert_eq!(opened, Opened::Current);
     }

@@ -4,33 +4,26 @@
 //!
 //! Points: `index.write` (each page write and each resize), `index.fsync` (each `sync_data`),
 //! `index.read` (each page read: a failing device is not a damaged index).
-//! Everything else, byte-range locks included, is redb's own file backend, so the
-//! many-process behaviour of the index is unchanged.
+//! Everything else, byte-range locks included, is the index's own backend
+//! (`crate::index_file`), so the many-process behaviour of the index is unchanged.
 
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
 use crate::durable::injected;
+use crate::index_file::IndexFile;
 
-/// redb's file backend with failpoints before each write and fsync.
+/// The index's backend with failpoints before each write and fsync redb makes.
 #[derive(Debug)]
-pub(crate) struct FaultyFile(FileBackend);
+pub(crate) struct FaultyFile(IndexFile);
 
 impl FaultyFile {
     /// Opens (or creates) the index file as redb's `Builder::create` does.
     pub(crate) fn open(path: &Path) -> Result<Self, redb::DatabaseError> {
-        let file: File = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        Ok(FaultyFile(FileBackend::new(file)?))
+        Ok(FaultyFile(IndexFile::open(path)?))
     }
 }
 

@@ -45,6 +45,7 @@ pub mod identity;
 pub mod index;
 #[cfg(feature = "failpoints")]
 mod index_faults;
+mod index_file;
 pub mod json;
 pub mod query;
 pub mod reindex;

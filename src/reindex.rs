@@ -12,7 +12,7 @@ use rayon::slice::ParallelSliceMut;
 
 use crate::error::{Error, Result};
 use crate::identity::Identity;
-use crate::index::{Availability, Index, RunRecord};
+use crate::index::{Availability, Index, Loaded, RunRecord};
 use crate::run_bytes::IdBytes;
 use crate::walk::{self, DirState};
 
@@ -82,16 +82,15 @@ impl fmt::Display for ReindexReport {
     }
 }
 
-/// A run seen by this walk.
+/// A run seen by this walk: its place in the walk's runs, and what the index says of it.
 struct Seen {
-    location: String,
+    run: usize,
     mtime_ns: u64,
-    /// The record and its encoding; `None` when the directory was unchanged and the index's
-    /// record stands.
-    record: Option<(RunRecord, Vec<u8>)>,
     identity: Identity,
     /// Whether the index has this identity at this location.
     indexed: bool,
+    /// The directory mtime the index has for this location, if any.
+    indexed_mtime: Option<u64>,
 }
 
 /// Where a run stands among the runs seen (compared only): by identity, a directory the index
@@ -110,19 +109,19 @@ pub(crate) fn reindex(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<ReindexReport> {
     let start = Instant::now();
-    let (old_runs, old_dirs, tables_agree) = index.snapshot()?;
+    let snapshot = index.snapshot()?;
     let mut previous: HashMap<String, DirState> = HashMap::new();
     if incremental {
-        previous = old_dirs.clone();
-        for (loc, (_, mtime)) in &old_runs {
-            previous.insert(
-                loc.clone(),
-                DirState {
-                    mtime_ns: *mtime,
-                    subdirs: None,
-                    recent: *mtime == 0,
-                },
-            );
+        for (loc, mtime, names) in &snapshot.dirs {
+            let subdirs = names
+                .split('\0')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            previous.insert(loc.clone(), DirState::recorded(*mtime, Some(subdirs)));
+        }
+        for (loc, _, mtime) in &snapshot.runs {
+            previous.insert(loc.clone(), DirState::recorded(*mtime, None));
         }
     }
     // Each header read straight to its record, and the record encoded, during the parallel
@@ -142,6 +141,7 @@ pub(crate) fn reindex(
             Ok((rec, encoded))
         },
     );
+    drop(previous);
     let mut report = ReindexReport {
         incremental,
         listed_dirs: walk.listed,
@@ -161,58 +161,72 @@ pub(crate) fn reindex(
         })
         .collect();
 
-    let old_by_id: HashMap<Identity, &str> = old_runs
+    // The identities the index has, in order.
+    let mut old_ids: Vec<Identity> = snapshot.runs.iter().map(|(_, id, _)| *id).collect();
+    old_ids.par_sort_unstable();
+    old_ids.dedup();
+    // In location order: the walk's and the index's, merged, so that each run meets the entry
+    // the index has at its location.
+    let mut at = snapshot.runs.iter().peekable();
+    let runs = walk.runs;
+    let seen: Vec<Seen> = runs
         .iter()
-        .map(|(loc, (id, _))| (*id, loc.as_str()))
-        .collect();
-    // In location order (the walk's).
-    let seen: Vec<Seen> = walk
-        .runs
-        .into_iter()
-        .filter_map(|found| {
-            let mtime_ns = stamp(&found.state);
+        .enumerate()
+        .filter_map(|(run, found)| {
+            while at.next_if(|(loc, ..)| *loc < found.location).is_some() {}
+            let here = at
+                .peek()
+                .filter(|(loc, ..)| *loc == found.location)
+                .map(|&(_, id, mtime)| (*id, *mtime));
             let identity = match &found.header {
                 Some((rec, _)) => rec.identity,
-                None => old_runs.get(&found.location)?.0,
+                None => here?.0,
             };
             Some(Seen {
-                indexed: old_by_id.get(&identity) == Some(&found.location.as_str()),
+                run,
+                indexed: here.is_some_and(|(id, _)| id == identity),
+                indexed_mtime: here.map(|(_, mtime)| mtime),
                 identity,
-                location: found.location,
-                mtime_ns,
-                record: found.header,
+                mtime_ns: stamp(&found.state),
             })
         })
         .collect();
+    // The location and the record (with its encoding; `None` when the directory was unchanged
+    // and the index's record stands) of a run seen.
+    let location = |k: usize| &runs[seen[k].run].location;
+    let record = |k: usize| runs[seen[k].run].header.as_ref();
 
     // One directory per identity: the location the index already has wins (so a copy never
-    // displaces the original), then the first in location order; the rest are reported. Sorted
-    // through small keys, so that each large entry moves once.
+    // displaces the original), then the first in location order; the rest are reported.
+    // `kept` holds positions in `seen`, in identity order.
     let mut order: Vec<SeenKey> = (0..)
         .zip(&seen)
         .map(|(i, s)| (s.identity, !s.indexed, i))
         .collect();
     order.par_sort_unstable();
-    let mut slots: Vec<Option<Seen>> = seen.into_iter().map(Some).collect();
-    let mut kept: Vec<Seen> = Vec::with_capacity(slots.len());
-    for (.., i) in order {
-        let s = slots[i as usize].take().expect("each entry is taken once");
+    let mut kept: Vec<usize> = Vec::with_capacity(seen.len());
+    for (identity, _, i) in order {
+        let i = i as usize;
         match kept.last() {
-            Some(k) if k.identity == s.identity => report.duplicates.push(Duplicate {
-                identity: s.identity,
-                kept: k.location.clone(),
-                other: s.location,
+            Some(&k) if seen[k].identity == identity => report.duplicates.push(Duplicate {
+                identity,
+                kept: location(k).clone(),
+                other: location(i).clone(),
             }),
-            _ => kept.push(s),
+            _ => kept.push(i),
         }
     }
 
-    // Entries without a directory (`kept` is sorted by identity): dropped when local, kept when
+    // Entries without a directory (both in identity order): dropped when local, kept when
     // another state says the bytes are elsewhere (remote or evicted).
     let mut gone = Vec::new();
     let mut elsewhere = Vec::new();
-    let found = |id: &Identity| kept.binary_search_by_key(id, |s| s.identity).is_ok();
-    for id in old_by_id.keys().filter(|id| !found(id)) {
+    let mut walked = kept.iter().map(|&k| seen[k].identity).peekable();
+    for id in &old_ids {
+        while walked.next_if(|w| w < id).is_some() {}
+        if walked.peek() == Some(id) {
+            continue;
+        }
         match index.get(id)? {
             Some(rec) if rec.state != Availability::Local => elsewhere.push(rec),
             _ => gone.push(*id),
@@ -221,38 +235,38 @@ pub(crate) fn reindex(
     report.removed = gone.len();
 
     // Runs read again at the location the index has: their encodings are compared with the
-    // stored ones (no decoding), fetched in one read snapshot.
-    let same_place: Vec<Identity> = kept
+    // stored ones, in place.
+    let same_place: Vec<(Identity, &[u8])> = kept
         .iter()
-        .filter(|s| s.record.is_some() && s.indexed)
-        .map(|s| s.identity)
+        .filter(|&&k| seen[k].indexed)
+        .filter_map(|&k| Some((seen[k].identity, record(k)?.1.as_slice())))
         .collect();
-    let mut stored = index.encoded_many(&same_place)?.into_iter();
-    // Indexes into `kept` of the runs to write: records that changed, and records that did not
+    let mut same = index.same_encodings(&same_place)?.into_iter();
+    drop(same_place);
+    // Positions in `seen` of the runs to write: records that changed, and records that did not
     // but whose directory stamp did.
     let mut changed: Vec<usize> = Vec::new();
     let mut stamps_only: Vec<usize> = Vec::new();
-    for (i, s) in kept.iter().enumerate() {
-        let Some((_, encoded)) = &s.record else {
+    for &k in &kept {
+        let s = &seen[k];
+        if record(k).is_none() {
             // Directory unchanged since the last walk: its record stands.
             report.unchanged += 1;
-            continue;
-        };
-        if !s.indexed {
-            if old_by_id.contains_key(&s.identity) {
+        } else if !s.indexed {
+            if old_ids.binary_search(&s.identity).is_ok() {
                 report.moved += 1;
             } else {
                 report.added += 1;
             }
-            changed.push(i);
-        } else if stored.next().flatten().as_deref() == Some(encoded.as_slice()) {
+            changed.push(k);
+        } else if same.next() == Some(true) {
             report.unchanged += 1;
-            if old_runs.get(&s.location).map(|(_, m)| *m) != Some(s.mtime_ns) {
-                stamps_only.push(i);
+            if s.indexed_mtime != Some(s.mtime_ns) {
+                stamps_only.push(k);
             }
         } else {
             report.updated += 1;
-            changed.push(i);
+            changed.push(k);
         }
     }
 
@@ -266,39 +280,64 @@ pub(crate) fn reindex(
         })
         .collect();
     dirs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let dirs_changed = dirs.len() != old_dirs.len()
-        || dirs.iter().any(|(loc, mtime, names)| {
-            old_dirs.get(loc).is_none_or(|o| {
-                o.mtime_ns != *mtime
-                    || o.subdirs.as_ref().map(|s| s.join("\0")) != Some(names.clone())
-            })
-        });
+    let dirs_changed = dirs != snapshot.dirs;
     report.runs = kept.len() + elsewhere.len();
 
-    let rebuild = !tables_agree
+    let rebuild = !snapshot.tables_agree
         || (!incremental
-            && (old_runs.is_empty() || (changed.len() + gone.len()) * REBUILD_ABOVE > kept.len()));
+            && (snapshot.runs.is_empty()
+                || (changed.len() + gone.len()) * REBUILD_ABOVE > kept.len()));
     if rebuild {
-        // Every record from what was read (or kept from the index when the bytes live
-        // elsewhere), loaded in key order.
-        let mut all: Vec<(RunRecord, Vec<u8>, u64)> = Vec::with_capacity(report.runs);
-        for s in kept {
-            match s.record {
-                Some((rec, encoded)) => all.push((rec, encoded, s.mtime_ns)),
-                None => {
-                    if let Some(rec) = index.get(&s.identity)? {
-                        let encoded = rec.encode();
-                        all.push((rec, encoded, s.mtime_ns));
-                    }
-                }
+        // Records taken from the index: runs whose directory an incremental walk skipped as
+        // unchanged, and runs whose bytes live elsewhere.
+        let mut fetched: Vec<(RunRecord, Vec<u8>, u64)> = Vec::new();
+        for &k in &kept {
+            if record(k).is_none()
+                && let Some(rec) = index.get(&seen[k].identity)?
+            {
+                let encoded = rec.encode();
+                fetched.push((rec, encoded, seen[k].mtime_ns));
             }
         }
-        all.extend(elsewhere.into_iter().map(|rec| {
+        fetched.extend(elsewhere.into_iter().map(|rec| {
             let encoded = rec.encode();
             (rec, encoded, 0)
         }));
-        all.par_sort_unstable_by_key(|(rec, ..)| rec.identity);
-        index.write(|txn| index.replace_all(txn, &all, &dirs))?;
+        let built = snapshot.built;
+        let walk_dirs = walk.dirs;
+        let replaced = index.write_freeing(move |txn| {
+            // Another process completed a rebuild since the snapshot: its index is reconciled
+            // below, never replaced by what this walk saw.
+            if !built && index.built(txn)? {
+                return Ok((false, (runs, seen, fetched, walk_dirs)));
+            }
+            let mut all: Vec<Loaded<'_>> = kept
+                .iter()
+                .filter_map(|&k| {
+                    let (record, encoded) = runs[seen[k].run].header.as_ref()?;
+                    Some(Loaded {
+                        record,
+                        encoded,
+                        mtime_ns: seen[k].mtime_ns,
+                    })
+                })
+                .chain(fetched.iter().map(|(record, encoded, mtime_ns)| Loaded {
+                    record,
+                    encoded,
+                    mtime_ns: *mtime_ns,
+                }))
+                .collect();
+            if !fetched.is_empty() {
+                all.sort_unstable_by_key(|l| l.record.identity);
+            }
+            index.replace_all(txn, &all, &dirs)?;
+            drop(all);
+            // Freed while the commit writes.
+            Ok((true, (runs, seen, fetched, walk_dirs)))
+        })?;
+        if !replaced {
+            return reindex(root, index, incremental, progress);
+        }
     } else if !(gone.is_empty() && changed.is_empty() && stamps_only.is_empty() && !dirs_changed) {
         // Only what changed is written.
         index.write(|txn| {
@@ -306,9 +345,9 @@ pub(crate) fn reindex(
                 index.remove(txn, id)?;
             }
             // A directory read again (its mtime moved) but equal: only its stamp changes.
-            for &i in changed.iter().chain(&stamps_only) {
-                if let Some((rec, _)) = &kept[i].record {
-                    index.put(txn, rec, kept[i].mtime_ns)?;
+            for &k in changed.iter().chain(&stamps_only) {
+                if let Some((rec, _)) = record(k) {
+                    index.put(txn, rec, seen[k].mtime_ns)?;
                 }
             }
             index.put_dirs(txn, &dirs)
@@ -319,4 +358,60 @@ pub(crate) fn reindex(
     report.errors.extend(errors);
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Once;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::canonical::{Map, Value};
+
+    /// A store under a temporary root holding `n` runs, its index deleted.
+    fn runs_without_index(n: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        for i in 0..n {
+            let model = crate::Model::new("m")
+                .with_config(&serde_json::json!({ "i": i }))
+                .unwrap();
+            store.get_or_create(&model).unwrap();
+        }
+        let index = store.index_path().to_path_buf();
+        drop(store);
+        std::fs::remove_file(&index).unwrap();
+        (dir, index)
+    }
+
+    #[test]
+    fn a_rebuild_never_replaces_one_another_completed_meanwhile() {
+        let (dir, path) = runs_without_index(3);
+        let (index, _) = Index::open(&path, Duration::from_secs(5)).unwrap();
+        // A run only the index knows of, its bytes on a remote.
+        let empty = Value::Map(Map::new());
+        let mut remote = RunRecord::new(
+            Identity::from_bytes([7; 32]),
+            "m/07/remote".into(),
+            "m".into(),
+            "2026-11-23T00:00:00Z".into(),
+            &empty,
+            &empty,
+        );
+        remote.state = Availability::Remote;
+        // While this rebuild walks, another completes (as another process's would) and then
+        // records the remote run.
+        let other = Once::new();
+        let meanwhile = |_: usize| {
+            other.call_once(|| {
+                reindex(dir.path(), &index, false, &|_| {}).unwrap();
+                index.write(|txn| index.put(txn, &remote, 0)).unwrap();
+            })
+        };
+        let report = reindex(dir.path(), &index, false, &meanwhile).unwrap();
+        assert!(other.is_completed());
+        assert_eq!(report.runs, 4, "{report}");
+        assert_eq!(index.get(&remote.identity).unwrap(), Some(remote));
+        assert!(index.snapshot().unwrap().built);
+    }
 }

@@ -43,6 +43,17 @@ pub struct DirState {
     pub recent: bool,
 }
 
+impl DirState {
+    /// A state an earlier walk recorded, whose stamp 0 stands for a mtime too recent to trust.
+    pub(crate) fn recorded(mtime_ns: u64, subdirs: Option<Vec<String>>) -> Self {
+        DirState {
+            mtime_ns,
+            subdirs,
+            recent: mtime_ns == 0,
+        }
+    }
+}
+
 /// cairn's markers found in a run directory's listing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
