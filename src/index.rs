@@ -781,7 +781,8 @@ impl Index {
         crate::durable::failpoint("index.before_commit")?;
         std::thread::scope(|s| {
             if std::mem::needs_drop::<G>() {
-                s.spawn(move || drop(garbage));
+                // Without a thread to be had, the closure and `garbage` are dropped here.
+                let _ = std::thread::Builder::new().spawn_scoped(s, move || drop(garbage));
             }
             txn.commit()
         })
