@@ -23,7 +23,7 @@ use crate::identity::{Identity, Prefix};
 use crate::run::IdHeader;
 
 /// Version of the table layout and record encoding; an index of another version is rebuilt.
-pub const INDEX_SCHEMA_VERSION: u64 = 3;
+pub const INDEX_SCHEMA_VERSION: u64 = 4;
 
 /// `meta`: `"schema_version"` → u64 little-endian.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -428,8 +428,8 @@ type OpenResult = mpsc::Receiver<Result<(Index, Opened)>>;
 pub(crate) struct Snapshot {
     /// Every run: (location, identity, directory mtime), in location order.
     pub(crate) runs: Vec<(String, Identity, u64)>,
-    /// Every other directory: (location, mtime, subdirectory names `\0`-separated), in
-    /// location order.
+    /// Every other directory: (location, mtime, names of its subdirectories that are not runs,
+    /// `\0`-separated), in location order.
     pub(crate) dirs: Vec<(String, u64, String)>,
     /// Whether the runs table holds exactly the runs the locations table names (false: a
     /// damaged or hand-edited index, which only a full rebuild repairs).
@@ -1151,8 +1151,8 @@ impl Index {
     }
 
     /// Every run's location, identity and mtime, and every other directory's location, mtime
-    /// and subdirectory names (`\0`-separated), each in location order: what a reindex starts
-    /// from.
+    /// and names of the subdirectories that are not runs (`\0`-separated), each in location
+    /// order: what a reindex starts from.
     pub(crate) fn snapshot(&self) -> Result<Snapshot> {
         let p = &self.path;
         // Every table from one snapshot.

@@ -270,6 +270,7 @@ pub(crate) fn reindex(
         }
     }
 
+    // Each other directory with the names of its subdirectories that are not runs (§5.2).
     let mut dirs: Vec<(String, u64, String)> = walk
         .dirs
         .iter()
@@ -382,6 +383,50 @@ mod tests {
         drop(store);
         std::fs::remove_file(&index).unwrap();
         (dir, index)
+    }
+
+    /// Sets the mtime of every directory under `dir` an hour back, so that a walk trusts it.
+    fn backdate(dir: &std::path::Path) {
+        let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                backdate(&path);
+            }
+        }
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_incremental_reindex_visits_the_runs_of_an_unchanged_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                let model = crate::Model::new("m")
+                    .with_config(&serde_json::json!({ "i": i }))
+                    .unwrap();
+                store.get_or_create(&model).unwrap()
+            })
+            .collect();
+        backdate(dir.path());
+        store.reindex(false, &|_| {}).unwrap();
+        // The dirs table names no run (§5.2): the runs of a directory come from the locations.
+        let index = store.index().unwrap();
+        assert!(index.snapshot().unwrap().dirs.iter().all(|(_, _, names)| {
+            names
+                .split('\0')
+                .all(|n| n.is_empty() || n == "m" || n.len() == 2)
+        }));
+        // A marker inside one run changes that run directory's mtime, not its parent's.
+        std::fs::write(runs[1].path().join(crate::remote::EVICTED_MARKER), b"").unwrap();
+        let report = store.reindex(true, &|_| {}).unwrap();
+        assert_eq!((report.updated, report.listed_dirs), (1, 1), "{report}");
+        let rec = index.get(&runs[1].identity()).unwrap().unwrap();
+        assert_eq!(rec.state, Availability::Evicted);
     }
 
     #[test]

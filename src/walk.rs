@@ -37,7 +37,8 @@ const LIST_BUFFER: usize = 32 << 10;
 pub struct DirState {
     /// Modification time in nanoseconds since the Unix epoch.
     pub mtime_ns: u64,
-    /// For a run directory `None`; otherwise the names of its subdirectories.
+    /// For a run directory `None`; otherwise the names of its subdirectories that are not runs
+    /// (its runs are among the walk's runs).
     pub subdirs: Option<Vec<String>>,
     /// Whether the mtime was too recent to trust next time.
     pub recent: bool,
@@ -96,8 +97,10 @@ pub fn find_runs(root: &Path) -> Walk {
     walk(root, &HashMap::new(), |_| {})
 }
 
-/// Finds every run under `root`; `previous` holds the directory states of an earlier walk
-/// (empty for a full walk). `progress` is called once per run found.
+/// Finds every run under `root`; `previous` holds the directory states of an earlier walk, its
+/// directories' and its runs' (empty for a full walk). An unchanged directory's subdirectories
+/// are its recorded names and the runs `previous` has directly below it. `progress` is called
+/// once per run found.
 pub fn walk(
     root: &Path,
     previous: &HashMap<String, DirState>,
@@ -124,8 +127,16 @@ pub(crate) fn walk_with<H: Send>(
         errors: Vec::new(),
         listed: 0,
     });
+    let mut runs_below: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (loc, state) in previous {
+        if state.subdirs.is_none() {
+            let (parent, name) = loc.rsplit_once('/').unwrap_or(("", loc));
+            runs_below.entry(parent).or_default().push(name);
+        }
+    }
     let ctx = Ctx {
         previous,
+        runs_below,
         out: &out,
         progress: &progress,
         read: &read,
@@ -138,7 +149,9 @@ pub(crate) fn walk_with<H: Send>(
         Mode::empty(),
     );
     match opened {
-        Ok(fd) => ctx.visit(fd, root.to_path_buf(), String::new()),
+        Ok(fd) => {
+            ctx.visit(fd, root.to_path_buf(), String::new());
+        }
         Err(e) => ctx.error(Error::io("list", root, e.into())),
     }
     let mut walk = out.into_inner().expect("walk lock");
@@ -154,6 +167,9 @@ fn nanos(t: SystemTime) -> u64 {
 
 struct Ctx<'a, H, P, R> {
     previous: &'a HashMap<String, DirState>,
+    /// The runs in `previous` directly below each directory, by name: an unchanged directory's
+    /// recorded names leave them out.
+    runs_below: HashMap<&'a str, Vec<&'a str>>,
     out: &'a Mutex<Walk<H>>,
     progress: &'a P,
     read: &'a R,
@@ -195,21 +211,51 @@ where
         (self.progress)(out.runs.len());
     }
 
-    /// Visits subdirectory `name` of the open directory `parent` (at `dir`, location `rel`).
-    fn visit_child(&self, parent: &OwnedFd, dir: &Path, rel: &str, name: &str) {
+    /// Visits subdirectory `name` of the open directory `parent` (at `dir`, location `rel`);
+    /// whether it is a run (found as one).
+    fn visit_child(&self, parent: &OwnedFd, dir: &Path, rel: &str, name: &str) -> bool {
         let path = dir.join(name);
         match open_subdir(parent, name) {
             Ok(fd) => self.visit(fd, path, join(rel, name)),
-            Err(e) => self.error(Error::io("list", &path, e)),
+            Err(e) => {
+                self.error(Error::io("list", &path, e));
+                false
+            }
         }
     }
 
-    /// Visits the open directory `fd` (at `dir`, location `rel`). Everything below is opened
-    /// relative to it, so no path is looked up from the root again.
-    fn visit(&self, fd: OwnedFd, dir: PathBuf, rel: String) {
+    /// Visits the subdirectories `names` of the open directory `fd` in parallel and records
+    /// the directory's state with the names that are not runs.
+    fn visit_children(&self, fd: &OwnedFd, dir: &Path, rel: String, state: DirState) {
+        let names = state.subdirs.unwrap_or_default();
+        let runs: Vec<bool> = names
+            .par_iter()
+            .map(|name| self.visit_child(fd, dir, &rel, name))
+            .collect();
+        let subdirs = names
+            .into_iter()
+            .zip(runs)
+            .filter_map(|(name, run)| (!run).then_some(name))
+            .collect();
+        self.out.lock().expect("walk lock").dirs.insert(
+            rel,
+            DirState {
+                subdirs: Some(subdirs),
+                ..state
+            },
+        );
+    }
+
+    /// Visits the open directory `fd` (at `dir`, location `rel`); whether it is a run (found as
+    /// one). Everything below is opened relative to it, so no path is looked up from the root
+    /// again.
+    fn visit(&self, fd: OwnedFd, dir: PathBuf, rel: String) -> bool {
         let stat = match fs::fstat(&fd) {
             Ok(s) => s,
-            Err(e) => return self.error(Error::io("stat", &dir, e.into())),
+            Err(e) => {
+                self.error(Error::io("stat", &dir, e.into()));
+                return false;
+            }
         };
         let mtime_ns = (stat.st_mtime as u64)
             .saturating_mul(1_000_000_000)
@@ -220,25 +266,19 @@ where
             && prev.mtime_ns == mtime_ns
             && !prev.recent
         {
-            let state = DirState {
+            let mut state = DirState {
                 mtime_ns,
                 subdirs: prev.subdirs.clone(),
                 recent,
             };
-            match &prev.subdirs {
-                None => self.found(rel, None, RunEntries::default(), state),
-                Some(subdirs) => {
-                    self.out
-                        .lock()
-                        .expect("walk lock")
-                        .dirs
-                        .insert(rel.clone(), state);
-                    subdirs
-                        .par_iter()
-                        .for_each(|name| self.visit_child(&fd, &dir, &rel, name));
-                }
-            }
-            return;
+            let Some(subdirs) = &mut state.subdirs else {
+                self.found(rel, None, RunEntries::default(), state);
+                return true;
+            };
+            let runs = self.runs_below.get(rel.as_str()).into_iter().flatten();
+            subdirs.extend(runs.map(|name| (*name).to_owned()));
+            self.visit_children(&fd, &dir, rel, state);
+            return false;
         }
 
         self.out.lock().expect("walk lock").listed += 1;
@@ -252,7 +292,10 @@ where
         while let Some(entry) = entries.next() {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) => return self.error(Error::io("list", &dir, e.into())),
+                Err(e) => {
+                    self.error(Error::io("list", &dir, e.into()));
+                    return false;
+                }
             };
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
@@ -277,10 +320,11 @@ where
             if name == ID_FILE.as_bytes() {
                 if ft != FileType::RegularFile {
                     // A linked id.json could point out of the root: refuse the directory.
-                    return self.error(Error::UnsafePath {
+                    self.error(Error::UnsafePath {
                         path: dir.join(ID_FILE),
                         reason: "id.json is not a regular file".into(),
                     });
+                    return false;
                 }
                 is_run = true;
                 continue;
@@ -314,25 +358,28 @@ where
                 .and_then(|(f, size)| crate::run::read_sized(f, size, &path, ID_FILE_LIMIT))
                 .and_then(|bytes| (self.read)(&bytes, &path, &rel, &markers));
             return match header {
-                Ok(h) => self.found(rel, Some(h), markers, state),
-                Err(e) => self.error(e),
+                Ok(h) => {
+                    self.found(rel, Some(h), markers, state);
+                    true
+                }
+                Err(e) => {
+                    // Not indexed, so revisited through its parent's names next time.
+                    self.error(e);
+                    false
+                }
             };
         }
         if !errors.is_empty() {
             self.out.lock().expect("walk lock").errors.extend(errors);
         }
         subdirs.sort_unstable();
-        subdirs
-            .par_iter()
-            .for_each(|name| self.visit_child(&fd, &dir, &rel, name));
-        self.out.lock().expect("walk lock").dirs.insert(
-            rel,
-            DirState {
-                mtime_ns,
-                subdirs: Some(subdirs),
-                recent,
-            },
-        );
+        let state = DirState {
+            mtime_ns,
+            subdirs: Some(subdirs),
+            recent,
+        };
+        self.visit_children(&fd, &dir, rel, state);
+        false
     }
 }
 
@@ -391,6 +438,9 @@ mod tests {
             std::fs::write(r.join(d).join(ID_FILE), header(i as u8)).unwrap();
         }
         let first = find_runs(r);
+        // A directory records the subdirectories that are not runs: its runs are in `runs`.
+        assert_eq!(first.dirs[""].subdirs, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(first.dirs["a"].subdirs, Some(vec![]));
         // Every directory's state, as if the first walk happened long ago (mtimes trusted).
         let mut previous = first.dirs.clone();
         previous.extend(
