@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
-    ConcurrencyMode, Database, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    ConcurrencyMode, Database, Key, MultimapTableDefinition, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, TableDefinition, TransactionError, WriteTransaction,
 };
 
@@ -1295,23 +1295,36 @@ impl Index {
         Ok(schema_version(&meta, &self.path)? == Some(INDEX_SCHEMA_VERSION))
     }
 
-    fn load_runs(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
+    /// Loads `entries`, in key order, into the empty table `def` through a cursor at its end
+    /// (redb's fast path for bulk loads).
+    fn load_in_order<'e, K: Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &WriteTransaction,
+        def: TableDefinition<K, V>,
+        entries: impl IntoIterator<Item = (K::SelfType<'e>, V::SelfType<'e>)>,
+    ) -> Result<()> {
         let p = &self.path;
-        let mut runs = txn.open_table(RUNS).map_err(|e| redb_error(p, e))?;
-        let mut cursor = runs
-            .upper_bound_mut(Bound::<[u8; 32]>::Unbounded)
+        let mut table = txn.open_table(def).map_err(|e| redb_error(p, e))?;
+        let mut cursor = table
+            .upper_bound_mut(Bound::<K::SelfType<'e>>::Unbounded)
             .map_err(|e| redb_error(p, e))?;
-        for r in records {
+        for (key, value) in entries {
             cursor
-                .insert_before(r.record.identity.as_bytes(), r.encoded)
+                .insert_before(key, value)
                 .map_err(|e| redb_error(p, e))?;
         }
         cursor.close().map_err(|e| redb_error(p, e))
     }
 
+    fn load_runs(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
+        let entries = records
+            .iter()
+            .map(|r| (*r.record.identity.as_bytes(), r.encoded));
+        self.load_in_order(txn, RUNS, entries)
+    }
+
     fn load_locations(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
         use rayon::slice::ParallelSliceMut;
-        let p = &self.path;
         let mut by_loc: Vec<(&str, [u8; 32], u64)> = records
             .iter()
             .map(|r| {
@@ -1320,20 +1333,13 @@ impl Index {
             })
             .collect();
         by_loc.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut locs = txn.open_table(LOCATIONS).map_err(|e| redb_error(p, e))?;
-        let mut cursor = locs
-            .upper_bound_mut(Bound::<&str>::Unbounded)
-            .map_err(|e| redb_error(p, e))?;
-        for (loc, id, mtime) in by_loc {
-            cursor
-                .insert_before(loc, (id, mtime))
-                .map_err(|e| redb_error(p, e))?;
-        }
-        cursor.close().map_err(|e| redb_error(p, e))
+        let entries = by_loc
+            .into_iter()
+            .map(|(loc, id, mtime)| (loc, (id, mtime)));
+        self.load_in_order(txn, LOCATIONS, entries)
     }
 
     fn load_modules(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
-        let p = &self.path;
         // Grouped by module without a comparison sort: few modules, and each group keeps the
         // records' identity order.
         let mut groups: HashMap<&str, Vec<[u8; 32]>> = HashMap::new();
@@ -1348,16 +1354,7 @@ impl Index {
         let by_module = groups
             .into_iter()
             .flat_map(|(module, ids)| ids.into_iter().map(move |id| (module, id)));
-        let mut modules = txn.open_table(MODULES).map_err(|e| redb_error(p, e))?;
-        let mut cursor = modules
-            .upper_bound_mut(Bound::<(&str, [u8; 32])>::Unbounded)
-            .map_err(|e| redb_error(p, e))?;
-        for key in by_module {
-            cursor
-                .insert_before(key, ())
-                .map_err(|e| redb_error(p, e))?;
-        }
-        cursor.close().map_err(|e| redb_error(p, e))
+        self.load_in_order(txn, MODULES, by_module.map(|key| (key, ())))
     }
 
     fn load_aliases(&self, txn: &WriteTransaction, records: &[Loaded<'_>]) -> Result<()> {
@@ -1385,16 +1382,10 @@ impl Index {
     ) -> Result<()> {
         let p = &self.path;
         txn.delete_table(DIRS).map_err(|e| redb_error(p, e))?;
-        let mut t = txn.open_table(DIRS).map_err(|e| redb_error(p, e))?;
-        let mut cursor = t
-            .upper_bound_mut(Bound::<&str>::Unbounded)
-            .map_err(|e| redb_error(p, e))?;
-        for (loc, mtime, names) in dirs {
-            cursor
-                .insert_before(loc.as_str(), (*mtime, names.as_str()))
-                .map_err(|e| redb_error(p, e))?;
-        }
-        cursor.close().map_err(|e| redb_error(p, e))
+        let entries = dirs
+            .iter()
+            .map(|(loc, mtime, names)| (loc.as_str(), (*mtime, names.as_str())));
+        self.load_in_order(txn, DIRS, entries)
     }
 
     /// Counts per module and state, and the file size.
