@@ -35,7 +35,8 @@ use redb::{BackendError, StorageBackend};
 const HEADER_PAGE: u64 = 4096;
 /// The most bytes kept before they are written.
 const KEEP_AT_MOST: usize = 128 << 20;
-/// Bytes of each mapping kept pages are copied into.
+/// Bytes of the first mapping kept pages are copied into, and of each further one.
+const FIRST_CHUNK: usize = 1 << 20;
 const CHUNK: usize = 8 << 20;
 /// The most pieces one `pwritev` takes (`IOV_MAX` on Linux).
 const MAX_SLICES: usize = 1024;
@@ -74,16 +75,23 @@ struct Span {
 }
 
 impl Kept {
-    /// Copies `data` into the chunks.
+    /// Copies `data` into the chunks: the first small (a commit of a few pages touches little
+    /// memory, and it is kept from one write of the pages to the next), the others large and
+    /// advised to be backed by huge pages (a hint: without them the copy only faults more).
     fn copy(&mut self, data: &[u8]) -> io::Result<Span> {
         if self
             .chunks
             .last()
             .is_none_or(|c| c.len() - self.used < data.len())
         {
-            let chunk = MmapMut::map_anon(CHUNK.max(data.len()))?;
-            // A hint: without huge pages the copy is only slower.
-            let _ = chunk.advise(Advice::HugePage);
+            let (size, huge) = match self.chunks.len() {
+                0 => (FIRST_CHUNK, false),
+                _ => (CHUNK, true),
+            };
+            let chunk = MmapMut::map_anon(size.max(data.len()))?;
+            if huge {
+                let _ = chunk.advise(Advice::HugePage);
+            }
             self.chunks.push(chunk);
             self.used = 0;
         }
@@ -102,6 +110,14 @@ impl Kept {
     /// The bytes of a kept page.
     fn bytes_of(&self, span: Span) -> &[u8] {
         &self.chunks[span.chunk][span.at..span.at + span.len]
+    }
+
+    /// Forgets every kept page, keeping the first chunk for the next ones.
+    fn clear(&mut self) {
+        self.pages.clear();
+        self.chunks.truncate(1);
+        self.used = 0;
+        self.bytes = 0;
     }
 
     /// Whether a kept page overlaps `[start, end)`. Pages do not overlap one another, so only
@@ -154,17 +170,23 @@ impl IndexFile {
     }
 
     fn write_all_kept(&self, kept: &mut Kept) -> io::Result<()> {
-        let all = std::mem::take(kept);
-        let mut pages = all.pages.iter().peekable();
+        let written = self.write_pages(kept);
+        kept.clear();
+        written
+    }
+
+    /// Writes the pages of `kept` in file order.
+    fn write_pages(&self, kept: &Kept) -> io::Result<()> {
+        let mut pages = kept.pages.iter().peekable();
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_SLICES);
         while let Some((&start, &first)) = pages.next() {
             slices.clear();
-            slices.push(IoSlice::new(all.bytes_of(first)));
+            slices.push(IoSlice::new(kept.bytes_of(first)));
             let mut end = start + first.len as u64;
             while slices.len() < MAX_SLICES {
                 match pages.peek() {
                     Some(&(&at, &page)) if at == end => {
-                        slices.push(IoSlice::new(all.bytes_of(page)));
+                        slices.push(IoSlice::new(kept.bytes_of(page)));
                         end += page.len as u64;
                         pages.next();
                     }
