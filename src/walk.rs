@@ -224,8 +224,8 @@ where
         }
     }
 
-    /// Visits the subdirectories `names` of the open directory `fd` in parallel and records
-    /// the directory's state with the names that are not runs.
+    /// Visits the subdirectories `state` names, below the open directory `fd`, in parallel and
+    /// records the directory's state with the names that are not runs.
     fn visit_children(&self, fd: &OwnedFd, dir: &Path, rel: String, state: DirState) {
         let names = state.subdirs.unwrap_or_default();
         let runs: Vec<bool> = names
