@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use cairn::artifact::{Backend, GcOptions, MigrateOptions, ResourceFindingKind};
 use cairn::{Error, Model, Run, Store};
+use harness::Rng;
 use harness::open_with as open;
 
 fn run(store: &Store, lr: f64) -> Run {
@@ -20,19 +21,6 @@ fn run(store: &Store, lr: f64) -> Run {
         .with_config(&serde_json::json!({ "lr": lr }))
         .unwrap();
     store.get_or_create(&model).unwrap()
-}
-
-/// Deterministic pseudo-random bytes.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn file_of(uri: &str) -> PathBuf {
@@ -67,7 +55,7 @@ fn round_trips_on_both_backends_small_and_streamed() {
             .into_iter()
             .enumerate()
         {
-            let data = bytes(len, i as u64);
+            let data = Rng(i as u64).bytes(len);
             let a = store.create_resource(&r, "a", &data).unwrap();
             assert_eq!(a.backend, backend);
             assert_eq!(a.size_bytes, len as u64);
@@ -241,7 +229,7 @@ fn updates_switch_backends_and_remove_old_files_and_migration_loses_nothing() {
     w.commit().unwrap();
     let others: Vec<_> = (0..20)
         .map(|i| {
-            let data = bytes(100 + i, i as u64);
+            let data = Rng(i as u64).bytes(100 + i);
             (store.create_resource(&r, "o", &data).unwrap().id, data)
         })
         .collect();
@@ -492,7 +480,7 @@ fn a_dropped_writer_leaves_nothing_behind() {
     let store = open(dir.path(), Backend::Filesystem);
     let r = run(&store, 0.1);
     let mut w = store.resource_writer(&r, "abandoned").unwrap();
-    w.write_all(&bytes(3 << 20, 1)).unwrap();
+    w.write_all(&Rng(1).bytes(3 << 20)).unwrap();
     drop(w);
     assert!(files_under(&store.artifact_fs_root()).is_empty());
     assert!(store.list_resources(&r.identity()).unwrap().is_empty());

@@ -14,7 +14,9 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
-use harness::{Rng, State, assert_runs_whole, cairn_cmd, copy_tree, open, run};
+use harness::{
+    Rng, State, assert_resources_readable, assert_runs_whole, cairn_cmd, copy_tree, open, run,
+};
 
 /// A store with runs and resources of both backends; returns its state.
 fn build(root: &Path) -> State {
@@ -339,16 +341,7 @@ fn a_heal_killed_at_any_step_is_completed_by_the_next_command() {
             "{point}"
         );
         assert_eq!(State::of(&root), before, "{point}");
-        let store = open(&root);
-        for rec in store.all_resources().unwrap() {
-            let data = store
-                .read_resource_data(rec.id)
-                .unwrap_or_else(|e| panic!("{point}: {e}"));
-            assert_eq!(
-                cairn::artifact::sha256_hex(&data.to_vec()),
-                rec.content_hash
-            );
-        }
+        assert_resources_readable(&root, &before, &[], &point);
         if !stopped {
             break; // past the last failpoint of the heal
         }
